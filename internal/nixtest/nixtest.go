@@ -1,0 +1,136 @@
+// Package nixtest runs the real Nix (Debian's nix-bin, Nix 2.8) from tests.
+//
+// Require skips a test when Nix is missing on a developer machine, and fails
+// it when CI is set: in CI the test command installs Nix, so a missing Nix
+// there is a broken setup, not a reason to skip.
+package nixtest
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// Config is the nix.conf every test run uses: no sandbox, no build users,
+// no substituters, and no narinfo caching so that recreated caches are not
+// answered from stale entries.
+const Config = "experimental-features = nix-command\n" +
+	"sandbox = false\n" +
+	"build-users-group =\n" +
+	"substituters =\n" +
+	"narinfo-cache-positive-ttl = 0\n" +
+	"narinfo-cache-negative-ttl = 0\n"
+
+// Nix runs the real Nix with a private HOME.
+type Nix struct {
+	t    testing.TB
+	Home string
+	// Extra is appended to Config for every command.
+	Extra string
+}
+
+// Available reports whether the real Nix is installed.
+func Available() bool {
+	_, err := exec.LookPath("nix")
+	return err == nil
+}
+
+// Require returns a Nix for t, skipping (or, under CI, failing) when the
+// real Nix is not installed or the test is not running as root.
+func Require(t testing.TB) *Nix {
+	t.Helper()
+	missing := ""
+	if !Available() {
+		missing = "the real Nix is not installed (apt-get install -y nix-bin, or run ./test.sh)"
+	} else if os.Geteuid() != 0 {
+		missing = "tests with the real Nix need root (Nix uses /nix/store directly)"
+	}
+	if missing != "" {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("CI is set but %s", missing)
+		}
+		t.Skip(missing)
+	}
+	return &Nix{t: t, Home: t.TempDir()}
+}
+
+// Env returns the environment for a Nix command.
+func (n *Nix) Env() []string {
+	env := []string{
+		"HOME=" + n.Home,
+		"PATH=" + os.Getenv("PATH"),
+		"NIX_CONFIG=" + Config + n.Extra,
+		"XDG_CACHE_HOME=" + filepath.Join(n.Home, ".cache"),
+	}
+	return env
+}
+
+// Command returns an exec.Cmd running a Nix program in n's environment.
+func (n *Nix) Command(ctx context.Context, name string, args ...string) *exec.Cmd {
+	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.Env = n.Env()
+	return cmd
+}
+
+// Run runs a Nix program and returns its stdout; it fails the test,
+// showing stderr, if the program fails.
+func (n *Nix) Run(name string, args ...string) string {
+	n.t.Helper()
+	out, err := n.Try(name, args...)
+	if err != nil {
+		n.t.Fatalf("%s %s: %v", name, strings.Join(args, " "), err)
+	}
+	return out
+}
+
+// Try runs a Nix program and returns its stdout, or an error that includes stderr.
+func (n *Nix) Try(name string, args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	cmd := n.Command(ctx, name, args...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		return stdout.String(), fmt.Errorf("%w\n%s", err, stderr.String())
+	}
+	return stdout.String(), nil
+}
+
+// Nonce returns a random string to make a derivation unique to one test run.
+func Nonce() string {
+	b := make([]byte, 8)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// Build builds a derivation into /nix/store whose builder is /bin/sh running
+// script (with $out set), and returns the output path. The derivation gets a
+// random nonce, so every call builds a fresh, input-addressed path. deps are
+// store paths made available to the script as $dep0, $dep1, ... which makes
+// them references if the script writes them into $out.
+func (n *Nix) Build(name, script string, deps ...string) string {
+	n.t.Helper()
+	var env strings.Builder
+	for i, d := range deps {
+		fmt.Fprintf(&env, " dep%d = builtins.storePath %q;", i, d)
+	}
+	expr := fmt.Sprintf(`derivation { name = %q; system = builtins.currentSystem; builder = "/bin/sh"; nonce = %q;%s args = ["-c" %q]; }`,
+		name, Nonce(), env.String(), script)
+	out := n.Run("nix", "build", "--json", "--no-link", "--impure", "--expr", expr)
+	var res []struct {
+		Outputs map[string]string `json:"outputs"`
+	}
+	if err := json.Unmarshal([]byte(out), &res); err != nil || len(res) != 1 {
+		n.t.Fatalf("nix build: unexpected output %q: %v", out, err)
+	}
+	return res[0].Outputs["out"]
+}
