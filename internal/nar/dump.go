@@ -1,0 +1,306 @@
+package nar
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"io"
+	"sort"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/silo-cache/silo/internal/hash"
+)
+
+// Dump writes the NAR serialisation of the file system tree at path to w,
+// byte for byte what `nix-store --dump` writes: a regular file is executable
+// when its owner may execute it (S_IXUSR, as Nix 2.8 tests), directory
+// entries are sorted bytewise, and any other file type (socket, device,
+// FIFO) is an error naming the file. Reading the tree runs in a goroutine
+// ahead of the writes to w, through a few reused buffers.
+func Dump(ctx context.Context, w io.Writer, path string) error {
+	return pipeline(ctx, path, func(b []byte) error {
+		_, err := w.Write(b)
+		return err
+	})
+}
+
+// HashPath returns the SHA-256 of the NAR serialisation of path and its
+// size, as `nix hash path` computes it, without writing the NAR anywhere:
+// one goroutine reads the tree into buffers while the caller's hashes them.
+func HashPath(ctx context.Context, path string) (hash.Hash, uint64, error) {
+	hw := hash.NewWriter(hash.SHA256)
+	err := pipeline(ctx, path, func(b []byte) error {
+		hw.Write(b)
+		return nil
+	})
+	if err != nil {
+		return hash.Hash{}, 0, err
+	}
+	return hw.Sum(), hw.Size(), nil
+}
+
+// The dumper fills chunks while the consumer writes or hashes the previous
+// ones. A small ring keeps the chunks in cache between the two cores: with
+// 4 x 1 MiB, hashing ran 25% slower than with 4 x 128 KiB.
+const (
+	chunkSize = 128 << 10
+	chunks    = 4
+)
+
+// pipeline runs a dumper over path in a goroutine and hands the filled
+// chunks, in order, to consume.
+func pipeline(ctx context.Context, path string, consume func([]byte) error) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	d := &dumper{
+		ctx:  ctx,
+		free: make(chan []byte, chunks),
+		full: make(chan []byte, chunks),
+		done: make(chan error, 1),
+	}
+	for range chunks {
+		d.free <- make([]byte, 0, chunkSize)
+	}
+	go func() {
+		err := d.run(path)
+		close(d.full)
+		d.done <- err
+	}()
+	var werr error
+	for b := range d.full {
+		if werr == nil {
+			if werr = consume(b); werr != nil {
+				cancel() // stops the dumper; keep draining so it can exit
+			}
+		}
+		d.free <- b[:0]
+	}
+	derr := <-d.done
+	if werr != nil {
+		return fmt.Errorf("dump %s: writing NAR: %w", path, werr)
+	}
+	return derr
+}
+
+type dumper struct {
+	ctx  context.Context
+	buf  []byte // chunk being filled
+	free chan []byte
+	full chan []byte
+	done chan error
+	link []byte // readlink buffer
+	ents []byte // getdents buffer
+}
+
+func (d *dumper) run(root string) error {
+	d.link = make([]byte, unix.PathMax)
+	d.ents = make([]byte, 32<<10)
+	if err := d.next(); err != nil {
+		return err
+	}
+	d.str(magic)
+	err := d.node(unix.AT_FDCWD, root, root)
+	if err == nil {
+		err = d.flush()
+	} else if d.buf != nil {
+		d.free <- d.buf
+	}
+	return err
+}
+
+// next takes an empty chunk from the pool.
+func (d *dumper) next() error {
+	select {
+	case d.buf = <-d.free:
+		return nil
+	case <-d.ctx.Done():
+		d.buf = nil
+		return d.ctx.Err()
+	}
+}
+
+// flush hands the current chunk on.
+func (d *dumper) flush() error {
+	b := d.buf
+	d.buf = nil
+	select {
+	case d.full <- b:
+	case <-d.ctx.Done():
+		return d.ctx.Err()
+	}
+	return nil
+}
+
+// room makes sure the current chunk has n free bytes (n <= chunkSize).
+func (d *dumper) room(n int) error {
+	if cap(d.buf)-len(d.buf) >= n {
+		return nil
+	}
+	if err := d.flush(); err != nil {
+		return err
+	}
+	return d.next()
+}
+
+// str appends a string token; the caller has made room for it.
+func (d *dumper) str(s string) {
+	d.buf = binary.LittleEndian.AppendUint64(d.buf, uint64(len(s)))
+	d.buf = append(d.buf, s...)
+	d.buf = append(d.buf, zeros[:padLen(uint64(len(s)))]...)
+}
+
+var zeros [8]byte
+
+// tokens appends string tokens, making room for them first.
+func (d *dumper) tokens(ss ...string) error {
+	n := 0
+	for _, s := range ss {
+		n += 8 + len(s) + padLen(uint64(len(s)))
+	}
+	if err := d.room(n); err != nil {
+		return err
+	}
+	for _, s := range ss {
+		d.str(s)
+	}
+	return nil
+}
+
+// node dumps the object name in directory dirfd; show is its path for errors.
+func (d *dumper) node(dirfd int, name, show string) error {
+	if err := d.ctx.Err(); err != nil {
+		return err
+	}
+	var st unix.Stat_t
+	if err := unix.Fstatat(dirfd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return fmt.Errorf("dump %s: %w", show, err)
+	}
+	switch st.Mode & unix.S_IFMT {
+	case unix.S_IFREG:
+		return d.regular(dirfd, name, show, &st)
+	case unix.S_IFDIR:
+		return d.directory(dirfd, name, show)
+	case unix.S_IFLNK:
+		n, err := unix.Readlinkat(dirfd, name, d.link)
+		if err != nil {
+			return fmt.Errorf("dump %s: %w", show, err)
+		}
+		if n == len(d.link) {
+			return fmt.Errorf("dump %s: symlink target too long", show)
+		}
+		return d.tokens("(", "type", "symlink", "target", string(d.link[:n]), ")")
+	}
+	return fmt.Errorf("dump %s: file has an unsupported type (%s); a NAR holds only regular files, directories and symlinks", show, fileType(st.Mode))
+}
+
+func fileType(mode uint32) string {
+	switch mode & unix.S_IFMT {
+	case unix.S_IFSOCK:
+		return "socket"
+	case unix.S_IFIFO:
+		return "FIFO"
+	case unix.S_IFCHR:
+		return "character device"
+	case unix.S_IFBLK:
+		return "block device"
+	}
+	return fmt.Sprintf("mode %#o", mode)
+}
+
+func (d *dumper) regular(dirfd int, name, show string, st *unix.Stat_t) error {
+	fd, err := unix.Openat(dirfd, name, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC|unix.O_NOCTTY, 0)
+	if err != nil {
+		return fmt.Errorf("dump %s: %w", show, err)
+	}
+	defer unix.Close(fd)
+	var err2 error
+	if st.Mode&unix.S_IXUSR != 0 {
+		err2 = d.tokens("(", "type", "regular", "executable", "", "contents")
+	} else {
+		err2 = d.tokens("(", "type", "regular", "contents")
+	}
+	if err2 != nil {
+		return err2
+	}
+	size := uint64(st.Size)
+	if err := d.room(8); err != nil {
+		return err
+	}
+	d.buf = binary.LittleEndian.AppendUint64(d.buf, size)
+	for left := size; left > 0; {
+		if len(d.buf) == cap(d.buf) {
+			if err := d.room(1); err != nil {
+				return err
+			}
+		}
+		free := d.buf[len(d.buf):cap(d.buf)]
+		if uint64(len(free)) > left {
+			free = free[:left]
+		}
+		n, err := unix.Read(fd, free)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("dump %s: %w", show, err)
+		}
+		if n == 0 {
+			return fmt.Errorf("dump %s: file shrank from %d bytes while being read", show, size)
+		}
+		d.buf = d.buf[:len(d.buf)+n]
+		left -= uint64(n)
+	}
+	if err := d.room(8 + 16); err != nil {
+		return err
+	}
+	d.buf = append(d.buf, zeros[:padLen(size)]...)
+	d.str(")")
+	return nil
+}
+
+func (d *dumper) directory(dirfd int, name, show string) error {
+	fd, err := unix.Openat(dirfd, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("dump %s: %w", show, err)
+	}
+	defer unix.Close(fd)
+	names, err := readNames(fd, d.ents)
+	if err != nil {
+		return fmt.Errorf("dump %s: reading directory: %w", show, err)
+	}
+	sort.Strings(names) // bytewise, like Nix's std::map
+	if err := d.tokens("(", "type", "directory"); err != nil {
+		return err
+	}
+	for _, n := range names {
+		if err := d.tokens("entry", "(", "name", n, "node"); err != nil {
+			return err
+		}
+		if err := d.node(fd, n, show+"/"+n); err != nil {
+			return err
+		}
+		if err := d.tokens(")"); err != nil {
+			return err
+		}
+	}
+	return d.tokens(")")
+}
+
+// readNames returns the names in the open directory fd, without . and ..
+func readNames(fd int, buf []byte) ([]string, error) {
+	var names []string
+	for {
+		n, err := unix.ReadDirent(fd, buf)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		if n <= 0 {
+			return names, nil
+		}
+		_, _, names = unix.ParseDirent(buf[:n], -1, names)
+	}
+}
