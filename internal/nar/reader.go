@@ -27,6 +27,7 @@ type Reader struct {
 	nodeDone   bool       // the current node's closing ")" is read; its entry's is not
 	inFile     bool       // Read serves the current regular file
 	path       string     // path of the current object, for errors
+	pathIsDir  bool       // path names the directory whose entries are being read
 	fileLeft   int64      // unread bytes of the current regular file
 	fileSize   int64
 	fileOffset int64
@@ -121,7 +122,7 @@ func (r *Reader) next() (*Header, error) {
 			}
 		}
 		top := &r.dirs[len(r.dirs)-1]
-		r.path = top.path
+		r.path, r.pathIsDir = top.path, true
 		tag, err := r.readBytes(maxTag, "tag")
 		if err != nil {
 			return nil, err
@@ -157,7 +158,7 @@ func (r *Reader) next() (*Header, error) {
 		}
 		top.prev = name
 		path := joinPath(top.path, name)
-		r.path = path
+		r.path, r.pathIsDir = path, false
 		if err := r.expect("node"); err != nil {
 			return nil, err
 		}
@@ -167,7 +168,7 @@ func (r *Reader) next() (*Header, error) {
 
 // node reads an object's opening tokens up to where its header is known.
 func (r *Reader) node(path string) (*Header, error) {
-	r.path = path
+	r.path, r.pathIsDir = path, false
 	if err := r.expect("("); err != nil {
 		return nil, err
 	}
@@ -370,7 +371,6 @@ func (r *Reader) expect(tag string) error {
 
 // checkEOF verifies that the NAR ends after its last token.
 func (r *Reader) checkEOF() error {
-	r.path = ""
 	if r.lo < r.hi {
 		return fmt.Errorf("%w: trailing data at byte %d after the end of the NAR", ErrInvalid, r.off)
 	}
@@ -391,7 +391,14 @@ func (r *Reader) checkEOF() error {
 
 // errorf returns an ErrInvalid error naming the current object.
 func (r *Reader) errorf(format string, a ...any) error {
-	return fmt.Errorf("%w: %s: %w", ErrInvalid, where(r.path), fmt.Errorf(format, a...))
+	w := where(r.path)
+	if r.pathIsDir {
+		w = "root directory"
+		if r.path != "" {
+			w = fmt.Sprintf("directory %q", r.path)
+		}
+	}
+	return fmt.Errorf("%w: %s: %w", ErrInvalid, w, fmt.Errorf(format, a...))
 }
 
 func where(path string) string {
