@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"sort"
@@ -168,4 +169,65 @@ func writeNixJSONString(w *bufio.Writer, s string) {
 		}
 	}
 	w.WriteByte('"')
+}
+
+// serveListing answers GET and HEAD /<hashpart>.ls. The listing is walked
+// from the file system as it is sent; if the tree walked does not add up to
+// the registered NAR size, the path changed and the response is aborted.
+func (s *Server) serveListing(w *statusWriter, r *http.Request, hp string) {
+	info, ok := s.lookup(w, r, hp)
+	if !ok {
+		return
+	}
+	real := s.realPath(info.Path)
+	if _, err := os.Lstat(real); err != nil {
+		notFound(w, "store path "+info.Path.String()+" is gone from disk")
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if r.Method == http.MethodHead {
+		return
+	}
+	// Hold the listing's last byte back until the walk is checked.
+	hw := &holdLast{w: w}
+	size, err := writeListing(r.Context(), hw, real)
+	if err == nil && uint64(size) != info.NarSize {
+		err = fmt.Errorf("%w: the tree adds up to a %d-byte NAR, registered %d", errMismatch, size, info.NarSize)
+	}
+	if err == nil {
+		err = hw.finish()
+	}
+	if err != nil {
+		if r.Context().Err() == nil {
+			s.log.Error("publish: listing aborted", "path", info.Path.String(), "err", err)
+		}
+		panic(http.ErrAbortHandler)
+	}
+}
+
+// holdLast passes writes on except the last byte written so far.
+type holdLast struct {
+	w    io.Writer
+	last []byte
+}
+
+func (h *holdLast) Write(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	if h.last != nil {
+		if _, err := h.w.Write(h.last); err != nil {
+			return 0, err
+		}
+	}
+	if _, err := h.w.Write(p[:len(p)-1]); err != nil {
+		return 0, err
+	}
+	h.last = append(h.last[:0], p[len(p)-1])
+	return len(p), nil
+}
+
+func (h *holdLast) finish() error {
+	_, err := h.w.Write(h.last)
+	return err
 }

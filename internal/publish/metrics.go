@@ -1,0 +1,50 @@
+package publish
+
+import (
+	"net/http"
+	"strconv"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// metrics are the server's Prometheus metrics, in a registry of its own so
+// that several servers (tests) do not collide.
+type metrics struct {
+	reg      *prometheus.Registry
+	requests *prometheus.CounterVec
+	narBytes prometheus.Counter
+	aborted  *prometheus.CounterVec
+}
+
+func newMetrics() *metrics {
+	m := &metrics{
+		reg: prometheus.NewRegistry(),
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "silo_publish_requests_total",
+			Help: "Requests answered, by kind (narinfo, nar, ...) and status code; code 0 is a response aborted mid-body.",
+		}, []string{"kind", "code"}),
+		narBytes: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "silo_publish_nar_bytes_total",
+			Help: "NAR bytes sent to clients, before any Content-Encoding.",
+		}),
+		aborted: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "silo_publish_nar_aborted_total",
+			Help: "NAR responses aborted mid-stream: the client went away (client) or the path no longer matched its record (store).",
+		}, []string{"reason"}),
+	}
+	m.aborted.WithLabelValues("client")
+	m.aborted.WithLabelValues("store")
+	m.reg.MustRegister(m.requests, m.narBytes, m.aborted,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+func (m *metrics) request(kind string, code int) {
+	m.requests.WithLabelValues(kind, strconv.Itoa(code)).Inc()
+}
+
+func (m *metrics) handler() http.Handler {
+	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{})
+}

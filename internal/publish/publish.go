@@ -1,0 +1,294 @@
+// Package publish serves a local Nix store as a read-only binary cache, the
+// way nix-serve and harmonia do: nix-cache-info, a narinfo for every valid
+// path, NARs dumped on the fly from the file system, .ls listings and build
+// logs.
+//
+// Invariants:
+//   - Read-only: nothing here writes to the store, its database or its logs.
+//     Every request asks the store afresh whether a path is valid, so a path
+//     deleted while the server runs is a 404 from then on.
+//   - A NAR response that completes (all of Content-Length, or the final
+//     chunk) carries exactly the NAR the narinfo promised: the stream is
+//     hashed as it is dumped and its final byte is held back until size and
+//     NarHash match the store's record. A path that vanishes or changes
+//     mid-stream aborts the connection instead; a truncated or altered NAR
+//     never ends in a clean 200.
+//   - Memory does not grow with NAR size: NARs stream from nar.Dump through
+//     fixed buffers, listings and logs stream too, and at most
+//     Options.MaxStreams NARs are dumped at once.
+//   - Narinfos keep every signature the store holds and add one per
+//     configured key; signatures depend only on the key and the path's
+//     fingerprint, so they are cached by fingerprint.
+//   - Content-Encoding is sent only to clients whose Accept-Encoding asks for
+//     zstd; Nix 2.8 sends no Accept-Encoding, so it always gets plain NARs.
+//     "Content-Encoding: identity" is never sent: Nix 2.8 hands any
+//     encoding it does not know to libarchive, which rejects plain data.
+package publish
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"path/filepath"
+	"strconv"
+
+	"github.com/silo-cache/silo/internal/localstore"
+	"github.com/silo-cache/silo/internal/nix32"
+	"github.com/silo-cache/silo/internal/signature"
+	"github.com/silo-cache/silo/internal/storepath"
+)
+
+// Store is what the server needs of the local store: localstore.DB and
+// localstore.Daemon both provide it. Both methods return errors wrapping
+// localstore.ErrNotFound for paths that are not valid.
+type Store interface {
+	QueryPathInfo(ctx context.Context, p storepath.Path) (*localstore.PathInfo, error)
+	QueryPathFromHashPart(ctx context.Context, hashPart string) (storepath.Path, error)
+}
+
+// Options configure a Server. The zero value of each field means what its
+// comment says.
+type Options struct {
+	// StoreDir is the directory store paths are named in; "" means /nix/store.
+	StoreDir storepath.Dir
+	// RealDir is where the store's files lie on disk, if not at StoreDir
+	// (a chroot store such as /tmp/x/nix/store); "" means StoreDir.
+	RealDir string
+	// LogDir is Nix's log directory, holding drvs/xx/rest[.bz2]; "" means
+	// /nix/var/log/nix.
+	LogDir string
+	// Keys each add a signature to every narinfo; none means the narinfo
+	// carries only the signatures the store holds.
+	Keys []signature.SecretKey
+	// Priority is advertised in nix-cache-info; 0 means 30, nix-serve's.
+	Priority int
+	// Compression is how narinfos advertise NARs: "" or "none" for plain
+	// NARs (nar/<hashpart>-<narhash>.nar, nix-serve's URL form), "zstd" for
+	// zstd-compressed ones (the same URL plus .zst). Both URLs are served
+	// whatever this says.
+	Compression string
+	// MaxStreams bounds how many NARs are dumped at once; others wait.
+	// 0 means 64.
+	MaxStreams int
+	// Authorize, if set, decides whether a request may read the cache;
+	// it is asked for every path except /healthz and /metrics. A refused
+	// request gets 401, which Nix treats as "not in this cache".
+	Authorize func(r *http.Request) bool
+	// Logger receives one line per failed or aborted request; nil means
+	// slog.Default().
+	Logger *slog.Logger
+}
+
+// Server is an http.Handler serving a store. It is safe for concurrent use.
+type Server struct {
+	store     Store
+	opts      Options
+	realDir   string
+	logDir    string
+	cacheInfo []byte
+	streams   chan struct{}
+	sigs      *sigCache
+	metrics   *metrics
+	mux       *http.ServeMux
+	log       *slog.Logger
+}
+
+// New returns a Server for store.
+func New(store Store, opts Options) (*Server, error) {
+	if opts.StoreDir == "" {
+		opts.StoreDir = storepath.DefaultDir
+	}
+	if _, err := storepath.NewDir(string(opts.StoreDir)); err != nil {
+		return nil, fmt.Errorf("publish: %w", err)
+	}
+	switch opts.Compression {
+	case "":
+		opts.Compression = "none"
+	case "none", "zstd":
+	default:
+		return nil, fmt.Errorf("publish: compression %q not supported (want none or zstd)", opts.Compression)
+	}
+	if opts.Priority == 0 {
+		opts.Priority = 30
+	}
+	if opts.MaxStreams <= 0 {
+		opts.MaxStreams = 64
+	}
+	s := &Server{
+		store:   store,
+		opts:    opts,
+		realDir: opts.RealDir,
+		logDir:  opts.LogDir,
+		streams: make(chan struct{}, opts.MaxStreams),
+		sigs:    newSigCache(),
+		metrics: newMetrics(),
+		log:     opts.Logger,
+	}
+	if s.realDir == "" {
+		s.realDir = string(opts.StoreDir)
+	}
+	if s.logDir == "" {
+		s.logDir = "/nix/var/log/nix"
+	}
+	if s.log == nil {
+		s.log = slog.Default()
+	}
+	s.cacheInfo = fmt.Appendf(nil, "StoreDir: %s\nWantMassQuery: 1\nPriority: %d\n", opts.StoreDir, opts.Priority)
+
+	mux := http.NewServeMux()
+	// GET patterns also match HEAD.
+	mux.HandleFunc("GET /healthz", s.serveHealth)
+	mux.Handle("GET /metrics", s.metrics.handler())
+	mux.HandleFunc("GET /nix-cache-info", s.guarded("cache-info", s.serveCacheInfo))
+	mux.HandleFunc("GET /{file}", s.guarded("other", s.serveFile))
+	mux.HandleFunc("GET /nar/{file}", s.guarded("nar", s.serveNAR))
+	mux.HandleFunc("GET /log/{drv}", s.guarded("log", s.serveLog))
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			s.metrics.request("other", http.StatusMethodNotAllowed)
+			w.Header().Set("Allow", "GET, HEAD")
+			http.Error(w, "silo publish serves the store read-only (push with silo serve instead)", http.StatusMethodNotAllowed)
+			return
+		}
+		s.metrics.request("other", http.StatusNotFound)
+		notFound(w, noSuchFile)
+	})
+	s.mux = mux
+	return s, nil
+}
+
+// ServeHTTP implements http.Handler.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
+
+// guarded checks authorization and counts the request under kind.
+func (s *Server) guarded(kind string, h func(w *statusWriter, r *http.Request)) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		sw := &statusWriter{ResponseWriter: w, kind: kind}
+		defer func() {
+			if v := recover(); v != nil {
+				s.metrics.request(sw.kind, 0) // aborted
+				panic(v)
+			}
+			s.metrics.request(sw.kind, sw.code())
+		}()
+		if s.opts.Authorize != nil && !s.opts.Authorize(r) {
+			sw.Header().Set("WWW-Authenticate", `Basic realm="silo publish"`)
+			http.Error(sw, "this cache needs a read token (netrc password)", http.StatusUnauthorized)
+			return
+		}
+		h(sw, r)
+	}
+}
+
+func (s *Server) serveHealth(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Write([]byte("ok\n"))
+}
+
+func (s *Server) serveCacheInfo(w *statusWriter, r *http.Request) {
+	h := w.Header()
+	h.Set("Content-Type", "text/x-nix-cache-info")
+	h.Set("Content-Length", strconv.Itoa(len(s.cacheInfo)))
+	w.Write(s.cacheInfo)
+}
+
+// serveFile serves the files at the top of the cache: <hashpart>.narinfo
+// and <hashpart>.ls.
+func (s *Server) serveFile(w *statusWriter, r *http.Request) {
+	file := r.PathValue("file")
+	if hp, ok := cutHashPart(file, ".narinfo"); ok {
+		w.kind = "narinfo"
+		s.serveNarinfo(w, r, hp)
+		return
+	}
+	if hp, ok := cutHashPart(file, ".ls"); ok {
+		w.kind = "ls"
+		s.serveListing(w, r, hp)
+		return
+	}
+	notFound(w, noSuchFile)
+}
+
+const noSuchFile = "no such file in this binary cache (it has nix-cache-info, <hash>.narinfo, <hash>.ls, nar/<hash>-<narhash>.nar[.zst], log/<drv>)"
+
+// cutHashPart returns the store path hash part that file is named by, if
+// file is "<32 nix32 characters><suffix>".
+func cutHashPart(file, suffix string) (string, bool) {
+	hp, ok := cutSuffix(file, suffix)
+	if !ok || len(hp) != storepath.HashLen || !nix32.IsValid(hp) {
+		return "", false
+	}
+	return hp, true
+}
+
+func cutSuffix(s, suffix string) (string, bool) {
+	if len(s) < len(suffix) || s[len(s)-len(suffix):] != suffix {
+		return "", false
+	}
+	return s[:len(s)-len(suffix)], true
+}
+
+// lookup returns the valid path with hash part hp and its info. A path
+// that is not valid is reported to the client as 404 and returns ok false;
+// so is a failure to ask the store, as 500.
+func (s *Server) lookup(w http.ResponseWriter, r *http.Request, hp string) (*localstore.PathInfo, bool) {
+	ctx := r.Context()
+	p, err := s.store.QueryPathFromHashPart(ctx, hp)
+	var info *localstore.PathInfo
+	if err == nil {
+		info, err = s.store.QueryPathInfo(ctx, p)
+	}
+	switch {
+	case err == nil:
+		return info, true
+	case errors.Is(err, localstore.ErrNotFound):
+		notFound(w, "no valid store path with hash "+hp+" in "+string(s.opts.StoreDir))
+	case ctx.Err() != nil:
+		// The client went away; nobody reads the answer.
+	default:
+		s.log.Error("publish: query store", "hash", hp, "err", err)
+		http.Error(w, "cannot query the store", http.StatusInternalServerError)
+	}
+	return nil, false
+}
+
+// realPath returns where p's files are on disk.
+func (s *Server) realPath(p storepath.Path) string { return filepath.Join(s.realDir, p.Base()) }
+
+func notFound(w http.ResponseWriter, msg string) {
+	w.Header().Set("Cache-Control", "no-store")
+	http.Error(w, msg, http.StatusNotFound)
+}
+
+// statusWriter remembers the status code sent, for metrics.
+type statusWriter struct {
+	http.ResponseWriter
+	kind   string // metrics label
+	status int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.status == 0 {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(p []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	return w.ResponseWriter.Write(p)
+}
+
+func (w *statusWriter) code() int {
+	if w.status == 0 {
+		return http.StatusOK
+	}
+	return w.status
+}
+
+// Unwrap lets http.ResponseController reach the underlying writer.
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }

@@ -1,0 +1,456 @@
+package publish
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/klauspost/compress/zstd"
+
+	"github.com/silo-cache/silo/internal/localstore"
+	"github.com/silo-cache/silo/internal/nixtest"
+	"github.com/silo-cache/silo/internal/signature"
+	"github.com/silo-cache/silo/internal/storepath"
+)
+
+// fixture is a small closure in the real /nix/store (top references dep)
+// served by a Server over the real Nix database.
+type fixture struct {
+	n        *nixtest.Nix
+	dep, top string
+	key      signature.SecretKey
+	url      string
+	srv      *Server
+}
+
+func newFixture(t *testing.T, opts Options) *fixture {
+	t.Helper()
+	n := nixtest.Require(t)
+	f := &fixture{n: n}
+	f.dep = n.Build("publish-dep", `echo building dep; echo dep > $out`)
+	f.top = n.Build("publish-top", `export PATH=/usr/bin:/bin
+echo building top
+mkdir -p $out/bin $out/share
+echo $dep0 > $out/share/dep
+printf '#!/bin/sh\necho hi\n' > $out/bin/hi; chmod +x $out/bin/hi
+ln -s ../share/dep $out/bin/link
+head -c 300000 /dev/urandom > $out/share/blob`, f.dep)
+	var err error
+	if f.key, err = signature.GenerateKey("publish-test-1", rand.Reader); err != nil {
+		t.Fatal(err)
+	}
+	if opts.Keys == nil {
+		opts.Keys = []signature.SecretKey{f.key}
+	}
+	store, err := localstore.OpenDB(storepath.DefaultDir, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { store.Close() })
+	if f.srv, err = New(store, opts); err != nil {
+		t.Fatal(err)
+	}
+	hs := httptest.NewServer(f.srv)
+	t.Cleanup(hs.Close)
+	f.url = hs.URL
+	return f
+}
+
+func hashPart(p string) string { return filepath.Base(p)[:storepath.HashLen] }
+
+// get fetches url with extra request headers ("Name: value").
+func get(t *testing.T, method, url string, headers ...string) (*http.Response, []byte) {
+	t.Helper()
+	req, err := http.NewRequest(method, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, h := range headers {
+		k, v, _ := strings.Cut(h, ": ")
+		req.Header.Set(k, v)
+	}
+	// A transport of its own, so that Go does not add or undo encodings.
+	resp, err := (&http.Transport{DisableCompression: true}).RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("%s %s: reading body: %v", method, url, err)
+	}
+	return resp, body
+}
+
+// dumpStore returns `nix-store --dump` of a path in the given (chroot) store.
+func dump(t *testing.T, n *nixtest.Nix, path string) string {
+	t.Helper()
+	return n.Run("nix-store", "--dump", path)
+}
+
+// TestSubstitute has the real Nix substitute the closure into an empty
+// store from the server, checking signatures.
+func TestSubstitute(t *testing.T) {
+	f := newFixture(t, Options{})
+	// A signature the store already holds must be kept beside ours.
+	other, err := signature.GenerateKey("already-in-db-1", rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	otherFile := filepath.Join(t.TempDir(), "other.sec")
+	os.WriteFile(otherFile, []byte(other.String()), 0o600)
+	f.n.Run("nix", "store", "sign", "--key-file", otherFile, "--recursive", f.top)
+
+	tests := []struct {
+		name    string
+		trusted string
+		wantErr string
+	}{
+		{name: "our key", trusted: f.key.Public().String()},
+		{name: "key already in the database", trusted: other.Public().String()},
+		{name: "untrusted key", trusted: mustKey(t, "stranger-1").Public().String(), wantErr: "lacks a valid signature"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dst := t.TempDir()
+			_, err := f.n.Try("nix", "copy", "--from", f.url, "--to", dst,
+				"--option", "trusted-public-keys", tt.trusted, f.top)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("nix copy with an untrusted key: err = %v, want %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, p := range []string{f.dep, f.top} {
+				got := dump(t, f.n, filepath.Join(dst, p))
+				if want := dump(t, f.n, p); got != want {
+					t.Errorf("%s restored from silo publish differs from the original", p)
+				}
+			}
+		})
+	}
+}
+
+func mustKey(t *testing.T, name string) signature.SecretKey {
+	k, err := signature.GenerateKey(name, rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+// TestCompressedURLs has Nix substitute through zstd NAR URLs.
+func TestCompressedURLs(t *testing.T) {
+	f := newFixture(t, Options{Compression: "zstd"})
+	resp, body := get(t, "GET", f.url+"/"+hashPart(f.top)+".narinfo")
+	if resp.StatusCode != 200 || !strings.Contains(string(body), "\nCompression: zstd\n") || !strings.Contains(string(body), ".nar.zst\n") {
+		t.Fatalf("narinfo with --compression zstd:\n%s", body)
+	}
+	dst := t.TempDir()
+	f.n.Run("nix", "copy", "--from", f.url, "--to", dst, "--option", "trusted-public-keys", f.key.Public().String(), f.top)
+	if got, want := dump(t, f.n, filepath.Join(dst, f.top)), dump(t, f.n, f.top); got != want {
+		t.Error("path restored through .nar.zst differs from the original")
+	}
+}
+
+// TestDeleted checks that a path deleted while the server runs is a 404.
+func TestDeleted(t *testing.T) {
+	f := newFixture(t, Options{})
+	p := f.n.Build("publish-doomed", `echo doomed > $out`)
+	narinfo := f.url + "/" + hashPart(p) + ".narinfo"
+	resp, body := get(t, "GET", narinfo)
+	if resp.StatusCode != 200 {
+		t.Fatalf("narinfo of a valid path: %s %s", resp.Status, body)
+	}
+	var narURL string
+	for _, line := range strings.Split(string(body), "\n") {
+		if u, ok := strings.CutPrefix(line, "URL: "); ok {
+			narURL = f.url + "/" + u
+		}
+	}
+	f.n.Run("nix-store", "--delete", p)
+	for _, u := range []string{narinfo, narURL, f.url + "/" + hashPart(p) + ".ls"} {
+		if resp, body := get(t, "GET", u); resp.StatusCode != 404 {
+			t.Errorf("GET %s after nix-store --delete: %s %s, want 404", u, resp.Status, body)
+		}
+	}
+}
+
+// TestStoreLs runs `nix store ls` against the server and compares the .ls
+// it serves with the one Nix writes itself.
+func TestStoreLs(t *testing.T) {
+	f := newFixture(t, Options{})
+	got := f.n.Run("nix", "store", "ls", "--store", f.url, "-lR", f.top)
+	want := f.n.Run("nix", "store", "ls", "-lR", f.top)
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("nix store ls through silo publish (-local +silo):\n%s", diff)
+	}
+	cache := t.TempDir()
+	f.n.Run("nix", "copy", "--to", "file://"+cache+"?write-nar-listing=true&compression=none", f.top)
+	nixLs, err := os.ReadFile(filepath.Join(cache, hashPart(f.top)+".ls"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, body := get(t, "GET", f.url+"/"+hashPart(f.top)+".ls")
+	if resp.StatusCode != 200 {
+		t.Fatalf("GET .ls: %s", resp.Status)
+	}
+	if diff := cmp.Diff(string(nixLs), string(body)); diff != "" {
+		t.Errorf(".ls differs from Nix's (-nix +silo):\n%s", diff)
+	}
+}
+
+// TestLog fetches a build log through the real Nix client.
+func TestLog(t *testing.T) {
+	f := newFixture(t, Options{})
+	got := f.n.Run("nix", "log", "--store", f.url, f.top)
+	if !strings.Contains(got, "building top") {
+		t.Errorf("nix log through silo publish = %q, want the builder's output", got)
+	}
+	if resp, _ := get(t, "GET", f.url+"/log/"+strings.Repeat("0", 32)+"-nothing.drv"); resp.StatusCode != 404 {
+		t.Errorf("log of an unknown derivation: %s, want 404", resp.Status)
+	}
+}
+
+// TestNAR checks NAR responses byte for byte: whole, ranges, Content-Encoding.
+func TestNAR(t *testing.T) {
+	f := newFixture(t, Options{})
+	nar := dump(t, f.n, f.top)
+	size := len(nar)
+	_, body := get(t, "GET", f.url+"/"+hashPart(f.top)+".narinfo")
+	var u string
+	for _, line := range strings.Split(string(body), "\n") {
+		if v, ok := strings.CutPrefix(line, "URL: "); ok {
+			u = f.url + "/" + v
+		}
+	}
+	etag := `"` + strings.TrimSuffix(u[strings.LastIndexByte(u, '-')+1:], ".nar") + `"`
+	tests := []struct {
+		name     string
+		headers  []string
+		status   int
+		want     string // expected body after decoding
+		encoding string
+		rangeHdr string
+	}{
+		{name: "whole", status: 200, want: nar},
+		{name: "first bytes", headers: []string{"Range: bytes=0-9"}, status: 206, want: nar[:10], rangeHdr: fmt.Sprintf("bytes 0-9/%d", size)},
+		{name: "one byte", headers: []string{"Range: bytes=100-100"}, status: 206, want: nar[100:101], rangeHdr: fmt.Sprintf("bytes 100-100/%d", size)},
+		{name: "open end", headers: []string{"Range: bytes=1000-"}, status: 206, want: nar[1000:], rangeHdr: fmt.Sprintf("bytes 1000-%d/%d", size-1, size)},
+		{name: "suffix", headers: []string{"Range: bytes=-7"}, status: 206, want: nar[size-7:], rangeHdr: fmt.Sprintf("bytes %d-%d/%d", size-7, size-1, size)},
+		{name: "end past size", headers: []string{"Range: bytes=5-999999999"}, status: 206, want: nar[5:], rangeHdr: fmt.Sprintf("bytes 5-%d/%d", size-1, size)},
+		{name: "unsatisfiable", headers: []string{fmt.Sprintf("Range: bytes=%d-", size)}, status: 416, rangeHdr: fmt.Sprintf("bytes */%d", size)},
+		{name: "several ranges ignored", headers: []string{"Range: bytes=0-1,5-6"}, status: 200, want: nar},
+		{name: "if-range matches", headers: []string{"Range: bytes=0-9", "If-Range: " + etag}, status: 206, want: nar[:10], rangeHdr: fmt.Sprintf("bytes 0-9/%d", size)},
+		{name: "if-range stale", headers: []string{"Range: bytes=0-9", `If-Range: "other"`}, status: 200, want: nar},
+		{name: "zstd accepted", headers: []string{"Accept-Encoding: gzip, zstd"}, status: 200, want: nar, encoding: "zstd"},
+		{name: "zstd refused", headers: []string{"Accept-Encoding: zstd;q=0"}, status: 200, want: nar},
+		{name: "range never encoded", headers: []string{"Accept-Encoding: zstd", "Range: bytes=0-9"}, status: 206, want: nar[:10], rangeHdr: fmt.Sprintf("bytes 0-9/%d", size)},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			resp, body := get(t, "GET", u, tt.headers...)
+			if resp.StatusCode != tt.status {
+				t.Fatalf("status %s, want %d", resp.Status, tt.status)
+			}
+			if got := resp.Header.Get("Content-Range"); got != tt.rangeHdr {
+				t.Errorf("Content-Range %q, want %q", got, tt.rangeHdr)
+			}
+			if got := resp.Header.Get("Content-Encoding"); got != tt.encoding {
+				t.Errorf("Content-Encoding %q, want %q", got, tt.encoding)
+			}
+			if tt.status == 416 {
+				return
+			}
+			if tt.encoding == "zstd" {
+				dec, err := zstd.NewReader(bytes.NewReader(body))
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer dec.Close()
+				if body, err = io.ReadAll(dec); err != nil {
+					t.Fatalf("decoding zstd body: %v", err)
+				}
+			} else if resp.ContentLength != int64(len(tt.want)) {
+				t.Errorf("Content-Length %d, want %d", resp.ContentLength, len(tt.want))
+			}
+			if !bytes.Equal(body, []byte(tt.want)) {
+				t.Errorf("body (%d bytes) differs from the expected %d bytes of nix-store --dump", len(body), len(tt.want))
+			}
+		})
+	}
+	t.Run("HEAD", func(t *testing.T) {
+		resp, body := get(t, "HEAD", u)
+		if resp.StatusCode != 200 || resp.ContentLength != int64(size) || len(body) != 0 {
+			t.Errorf("HEAD: %s, Content-Length %d, %d body bytes; want 200, %d, 0", resp.Status, resp.ContentLength, len(body), size)
+		}
+	})
+}
+
+// TestRoutes checks the small answers: cache info, misses, methods, health.
+func TestRoutes(t *testing.T) {
+	f := newFixture(t, Options{Priority: 41})
+	missing := strings.Repeat("1", 32)
+	top := hashPart(f.top)
+	tests := []struct {
+		method, path string
+		status       int
+		contains     string
+	}{
+		{"GET", "/nix-cache-info", 200, "StoreDir: /nix/store\nWantMassQuery: 1\nPriority: 41\n"},
+		{"HEAD", "/" + top + ".narinfo", 200, ""},
+		{"GET", "/" + top + ".narinfo", 200, "Sig: publish-test-1:"},
+		{"GET", "/" + missing + ".narinfo", 404, ""},
+		{"GET", "/" + missing + ".ls", 404, ""},
+		{"GET", "/nar/" + top + "-" + strings.Repeat("0", 52) + ".nar", 404, "rebuilt"},
+		{"GET", "/nar/" + top + ".nar", 404, ""},
+		{"GET", "/not-a-hash.narinfo", 404, ""},
+		{"GET", "/a/b/c", 404, ""},
+		{"PUT", "/" + top + ".narinfo", 405, "read-only"},
+		{"GET", "/healthz", 200, "ok"},
+		{"GET", "/metrics", 200, `silo_publish_requests_total{code="200",kind="narinfo"}`},
+	}
+	for _, tt := range tests {
+		resp, body := get(t, tt.method, f.url+tt.path)
+		if resp.StatusCode != tt.status || !strings.Contains(string(body), tt.contains) {
+			t.Errorf("%s %s: %s %q; want %d containing %q", tt.method, tt.path, resp.Status, body, tt.status, tt.contains)
+		}
+	}
+}
+
+// chrootStore adds a directory to a fresh chroot store (a store whose files
+// lie under root but are named /nix/store/...) and returns a server over it
+// and the added path. Tests may then tamper with the files on disk.
+func chrootStore(t *testing.T, n *nixtest.Nix, files int, size int) (*Server, string, string) {
+	t.Helper()
+	root := t.TempDir()
+	src := filepath.Join(t.TempDir(), "tree")
+	os.Mkdir(src, 0o755)
+	buf := make([]byte, size)
+	for i := range files {
+		rand.Read(buf)
+		os.WriteFile(filepath.Join(src, fmt.Sprintf("f%03d", i)), buf, 0o644)
+	}
+	p := strings.TrimSpace(n.Run("nix-store", "--store", root, "--add", src))
+	store, err := localstore.OpenDB(storepath.DefaultDir, filepath.Join(root, "nix/var/nix/db/db.sqlite"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { store.Close() })
+	srv, err := New(store, Options{RealDir: filepath.Join(root, "nix/store")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return srv, p, filepath.Join(root, p)
+}
+
+// TestChangedPath checks that a NAR whose files no longer match the
+// database (same size, other bytes) is never completed.
+func TestChangedPath(t *testing.T) {
+	n := nixtest.Require(t)
+	srv, p, real := chrootStore(t, n, 4, 4096)
+	hs := httptest.NewServer(srv)
+	defer hs.Close()
+	_, body := get(t, "GET", hs.URL+"/"+hashPart(p)+".narinfo")
+	var u string
+	for _, line := range strings.Split(string(body), "\n") {
+		if v, ok := strings.CutPrefix(line, "URL: "); ok {
+			u = hs.URL + "/" + v
+		}
+	}
+	if resp, _ := get(t, "GET", u); resp.StatusCode != 200 {
+		t.Fatalf("NAR before tampering: %s", resp.Status)
+	}
+	victim := filepath.Join(real, "f002")
+	os.Chmod(victim, 0o644)
+	data, _ := os.ReadFile(victim)
+	data[100] ^= 1
+	if err := os.WriteFile(victim, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, hdr := range [][]string{nil, {"Range: bytes=0-99"}, {"Accept-Encoding: zstd"}} {
+		if completes(t, u, hdr...) {
+			t.Errorf("GET %v of a NAR whose file changed: body completed, want the connection aborted", hdr)
+		}
+	}
+	// A listing walks no contents, but notices a missing file.
+	os.Remove(victim)
+	if completes(t, hs.URL+"/"+hashPart(p)+".ls") {
+		t.Errorf("listing of a path missing a file: body completed, want the connection aborted")
+	}
+}
+
+// TestVanishingPath deletes a path's files while its NAR is being sent: the
+// response must end without completing.
+func TestVanishingPath(t *testing.T) {
+	n := nixtest.Require(t)
+	srv, p, real := chrootStore(t, n, 48, 1<<20)
+	hs := httptest.NewServer(srv)
+	defer hs.Close()
+	_, body := get(t, "GET", hs.URL+"/"+hashPart(p)+".narinfo")
+	var u string
+	for _, line := range strings.Split(string(body), "\n") {
+		if v, ok := strings.CutPrefix(line, "URL: "); ok {
+			u = hs.URL + "/" + v
+		}
+	}
+	resp, err := http.DefaultTransport.RoundTrip(newRequest(t, u))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("status %s", resp.Status)
+	}
+	if _, err := io.ReadFull(resp.Body, make([]byte, 1<<20)); err != nil {
+		t.Fatal(err)
+	}
+	// The server is now blocked on a full socket, well before the end.
+	if err := os.RemoveAll(real); err != nil {
+		t.Fatal(err)
+	}
+	got, err := io.Copy(io.Discard, resp.Body)
+	if err == nil || !errors.Is(err, io.ErrUnexpectedEOF) {
+		t.Errorf("reading a NAR whose path vanished: %d more bytes, err %v; want an unexpected EOF", got, err)
+	}
+	if resp, _ := get(t, "GET", u); resp.StatusCode != 404 {
+		t.Errorf("GET after the path vanished: %s, want 404", resp.Status)
+	}
+}
+
+// completes reports whether GET url gets a complete response. An aborted
+// one either never starts (nothing was flushed yet) or ends early.
+func completes(t *testing.T, url string, headers ...string) bool {
+	resp, err := (&http.Transport{DisableCompression: true}).RoundTrip(newRequest(t, url, headers...))
+	if err != nil {
+		return false
+	}
+	defer resp.Body.Close()
+	_, err = io.Copy(io.Discard, resp.Body)
+	return err == nil
+}
+
+func newRequest(t *testing.T, url string, headers ...string) *http.Request {
+	req, err := http.NewRequestWithContext(context.Background(), "GET", url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, h := range headers {
+		k, v, _ := strings.Cut(h, ": ")
+		req.Header.Set(k, v)
+	}
+	return req
+}
