@@ -223,7 +223,12 @@ func parseDigest(whole, d string, a Algo, sri bool) (Hash, error) {
 	)
 	switch {
 	case sri:
-		raw, err = base64.StdEncoding.Strict().DecodeString(d)
+		// Nix also takes SRI digests without their '=' padding.
+		enc := base64.StdEncoding
+		if len(d)%4 != 0 {
+			enc = base64.RawStdEncoding
+		}
+		raw, err = enc.Strict().DecodeString(d)
 		if err == nil && len(raw) != size {
 			err = fmt.Errorf("SRI digest has %d bytes, want %d", len(raw), size)
 		}
