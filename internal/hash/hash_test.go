@@ -16,8 +16,8 @@ import (
 )
 
 type golden struct {
-	file                string
-	algo                Algo
+	file               string
+	algo               Algo
 	base16, nix32, sri string
 }
 
