@@ -2,18 +2,23 @@
 // reads and writes them (src/libstore/nar-info.cc), and computes and checks
 // their signatures.
 //
-// Parse accepts what Nix accepts, with these deliberate exceptions, all
-// rejected with the line number: a line without ": " after the field name
-// (Nix skips any one byte after the colon, and a line without a colon
-// swallows the next line's name), a NarHash that is not sha256, and a Sig
-// that is not "name:base64" of 64 bytes (Nix keeps it and fails later),
-// and a StorePath not written in canonical form (Nix cleans "//" and a
-// trailing "/").
-// Like Nix, it ignores unknown fields, lets a repeated field override the
-// earlier one (but rejects a second non-empty References or CA), drops
-// repeated references and signatures, and requires StorePath, URL, NarHash
-// and a non-zero NarSize. String prints the fields in Nix's order, so a
-// file written by Nix round-trips byte for byte.
+// Parse accepts what Nix accepts, with these deliberate exceptions, each
+// rejected with its line number (tests check each against the real Nix):
+//   - a blank line or a line without ": " after the field name (Nix skips
+//     any one byte after the colon, and reads a colon-less line together
+//     with the next line as one unknown field, losing that field);
+//   - a NarHash that is not sha256;
+//   - a Sig that is not "name:base64" of 64 bytes (Nix keeps it, and fails
+//     only when its key is trusted);
+//   - a StorePath not in canonical form (Nix cleans "//" and a final "/").
+//
+// Like Nix, Parse ignores unknown fields, lets a repeated field override
+// the earlier one (but rejects a second non-empty References or CA), drops
+// repeated references and signatures, requires every line to end in a
+// newline, and requires StorePath, URL, NarHash and a non-zero NarSize.
+// Input is capped at MaxSize. String prints the fields in the order of
+// Nix's NarInfo::to_string, so a file written by Nix round-trips byte for
+// byte; fields are kept in the order read (Nix writes sets, sorted).
 package narinfo
 
 import (

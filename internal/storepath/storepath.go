@@ -29,6 +29,7 @@ const HashLen = 32
 const MaxNameLen = 211
 
 // Dir is a store directory: absolute, cleaned, without trailing slash.
+// Use DefaultDir or a Dir from NewDir; the zero Dir is no directory.
 type Dir string
 
 // DefaultDir is Nix's default store directory.
