@@ -1,0 +1,277 @@
+package push
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/silo-cache/silo/internal/storepath"
+)
+
+// missingBatch bounds the hash parts sent in one POST to the silo server's
+// batch endpoint.
+const missingBatch = 2000
+
+// headJobs bounds concurrent narinfo HEADs against caches without the
+// batch endpoint.
+const headJobs = 16
+
+// httpTarget is a cache reached over HTTP: a silo server (which also
+// answers POST _silo/missing) or any Nix binary cache accepting PUT.
+type httpTarget struct {
+	base      *url.URL // without trailing slash, without credentials
+	client    *http.Client
+	auth      func(*http.Request)
+	userAgent string
+	noBatch   atomic.Bool // the server answered 404 to _silo/missing
+}
+
+func newHTTPTarget(u *url.URL, opts *TargetOptions) (*httpTarget, error) {
+	base := *u
+	base.User = nil
+	base.Path = strings.TrimRight(base.Path, "/")
+	base.RawPath = ""
+	t := &httpTarget{
+		base: &base,
+		client: &http.Client{Transport: &http.Transport{
+			Proxy:               http.ProxyFromEnvironment,
+			MaxIdleConnsPerHost: 64,
+			IdleConnTimeout:     90 * time.Second,
+		}},
+		auth:      func(*http.Request) {},
+		userAgent: opts.UserAgent,
+	}
+	if t.userAgent == "" {
+		t.userAgent = "silo"
+	}
+	switch {
+	case opts.Token != "":
+		tok := opts.Token
+		t.auth = func(r *http.Request) { r.Header.Set("Authorization", "Bearer "+tok) }
+	case u.User != nil:
+		user := u.User.Username()
+		pass, _ := u.User.Password()
+		t.auth = func(r *http.Request) { r.SetBasicAuth(user, pass) }
+	default:
+		login, pass, ok, err := netrcLookup(opts.NetrcFile, u.Hostname())
+		if err != nil {
+			return nil, err
+		}
+		if ok {
+			t.auth = func(r *http.Request) { r.SetBasicAuth(login, pass) }
+		}
+	}
+	return t, nil
+}
+
+func (t *httpTarget) String() string { return t.base.String() }
+
+func (t *httpTarget) url(rel string) string { return t.base.String() + "/" + rel }
+
+func (t *httpTarget) do(ctx context.Context, method, rel string, body io.Reader, size int64, contentType string) (*http.Response, error) {
+	req, err := http.NewRequestWithContext(ctx, method, t.url(rel), body)
+	if err != nil {
+		return nil, fmt.Errorf("%s %s: %w", method, t.url(rel), err)
+	}
+	if body != nil {
+		req.ContentLength = size
+		req.Header.Set("Content-Type", contentType)
+	}
+	req.Header.Set("User-Agent", t.userAgent)
+	t.auth(req)
+	resp, err := t.client.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("%s %s: %w", method, t.url(rel), err)
+	}
+	return resp, nil
+}
+
+// statusError describes an unexpected response, with the start of its body.
+func statusError(method, u string, resp *http.Response) error {
+	msg, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+	text := strings.TrimSpace(string(msg))
+	if text != "" {
+		text = ": " + oneLine(text)
+	}
+	err := fmt.Errorf("%s %s: %s%s", method, u, resp.Status, text)
+	if resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden {
+		return fmt.Errorf("%w (%w; check the token saved by silo login, or the netrc file)", err, ErrUnauthorized)
+	}
+	return err
+}
+
+func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }
+
+func drain(resp *http.Response) {
+	io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	resp.Body.Close()
+}
+
+func (t *httpTarget) Init(ctx context.Context, dir storepath.Dir) error {
+	resp, err := t.do(ctx, http.MethodGet, "nix-cache-info", nil, 0, "")
+	if err != nil {
+		return fmt.Errorf("reach cache: %w", err)
+	}
+	switch resp.StatusCode {
+	case http.StatusOK:
+		body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+		resp.Body.Close()
+		if err != nil {
+			return fmt.Errorf("read %s: %w", t.url("nix-cache-info"), err)
+		}
+		return checkCacheInfo(t.url("nix-cache-info"), string(body), dir)
+	case http.StatusNotFound:
+		drain(resp)
+		info := cacheInfo(dir)
+		return t.PutFile(ctx, "nix-cache-info", typeCacheInfo, int64(len(info)),
+			func() (io.Reader, error) { return strings.NewReader(info), nil })
+	}
+	defer drain(resp)
+	return statusError(http.MethodGet, t.url("nix-cache-info"), resp)
+}
+
+func (t *httpTarget) Missing(ctx context.Context, hashParts []string) ([]string, error) {
+	if !t.noBatch.Load() {
+		var missing []string
+		for start := 0; start < len(hashParts); start += missingBatch {
+			chunk := hashParts[start:min(start+missingBatch, len(hashParts))]
+			m, ok, err := t.missingBatch(ctx, chunk)
+			if err != nil {
+				return nil, err
+			}
+			if !ok {
+				t.noBatch.Store(true)
+				return t.missingByHead(ctx, hashParts)
+			}
+			missing = append(missing, m...)
+		}
+		return missing, nil
+	}
+	return t.missingByHead(ctx, hashParts)
+}
+
+// missingBatch asks a silo server's batch endpoint; ok is false if the
+// server does not have one.
+func (t *httpTarget) missingBatch(ctx context.Context, hashParts []string) (missing []string, ok bool, err error) {
+	body := strings.Join(hashParts, "\n") + "\n"
+	resp, err := t.do(ctx, http.MethodPost, "_silo/missing", strings.NewReader(body), int64(len(body)), "text/plain")
+	if err != nil {
+		return nil, false, fmt.Errorf("ask cache for missing paths: %w", err)
+	}
+	defer drain(resp)
+	switch resp.StatusCode {
+	case http.StatusOK:
+	case http.StatusNotFound, http.StatusMethodNotAllowed, http.StatusNotImplemented:
+		return nil, false, nil
+	default:
+		return nil, false, statusError(http.MethodPost, t.url("_silo/missing"), resp)
+	}
+	asked := make(map[string]bool, len(hashParts))
+	for _, h := range hashParts {
+		asked[h] = true
+	}
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		h := strings.TrimSpace(sc.Text())
+		if h == "" {
+			continue
+		}
+		if !asked[h] {
+			return nil, false, fmt.Errorf("POST %s: answered %q, which was not asked", t.url("_silo/missing"), h)
+		}
+		missing = append(missing, h)
+	}
+	if err := sc.Err(); err != nil {
+		return nil, false, fmt.Errorf("POST %s: read answer: %w", t.url("_silo/missing"), err)
+	}
+	return missing, true, nil
+}
+
+func (t *httpTarget) missingByHead(ctx context.Context, hashParts []string) ([]string, error) {
+	present := make([]bool, len(hashParts))
+	errs := make([]error, len(hashParts))
+	sem := make(chan struct{}, headJobs)
+	var wg sync.WaitGroup
+	for i, h := range hashParts {
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			present[i], errs[i] = t.HasFile(ctx, h+".narinfo")
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	var missing []string
+	for i, h := range hashParts {
+		if !present[i] {
+			missing = append(missing, h)
+		}
+	}
+	return missing, nil
+}
+
+func (t *httpTarget) HasFile(ctx context.Context, rel string) (bool, error) {
+	resp, err := t.do(ctx, http.MethodHead, rel, nil, 0, "")
+	if err != nil {
+		return false, err
+	}
+	defer drain(resp)
+	switch resp.StatusCode {
+	case http.StatusOK:
+		return true, nil
+	case http.StatusNotFound, http.StatusGone:
+		return false, nil
+	}
+	return false, statusError(http.MethodHead, t.url(rel), resp)
+}
+
+// PutFile uploads with a known Content-Length, so a server never takes a
+// truncated body for a whole one, and retries transient failures.
+func (t *httpTarget) PutFile(ctx context.Context, rel, contentType string, size int64, open func() (io.Reader, error)) error {
+	var err error
+	for attempt := range 3 {
+		if attempt > 0 {
+			select {
+			case <-ctx.Done():
+				return fmt.Errorf("upload %s: %w (after: %w)", t.url(rel), ctx.Err(), err)
+			case <-time.After(time.Duration(attempt*attempt) * 300 * time.Millisecond):
+			}
+		}
+		var retry bool
+		retry, err = t.putOnce(ctx, rel, contentType, size, open)
+		if err == nil || !retry || ctx.Err() != nil {
+			return err
+		}
+	}
+	return err
+}
+
+func (t *httpTarget) putOnce(ctx context.Context, rel, contentType string, size int64, open func() (io.Reader, error)) (retry bool, err error) {
+	body, err := open()
+	if err != nil {
+		return false, fmt.Errorf("upload %s: %w", t.url(rel), err)
+	}
+	resp, err := t.do(ctx, http.MethodPut, rel, body, size, contentType)
+	if err != nil {
+		return true, fmt.Errorf("upload: %w", err)
+	}
+	defer drain(resp)
+	switch {
+	case resp.StatusCode >= 200 && resp.StatusCode < 300:
+		return false, nil
+	case resp.StatusCode >= 500 || resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode == http.StatusRequestTimeout:
+		return true, statusError(http.MethodPut, t.url(rel), resp)
+	}
+	return false, statusError(http.MethodPut, t.url(rel), resp)
+}
