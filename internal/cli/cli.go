@@ -168,7 +168,7 @@ func runCommand(ctx context.Context, cmd *Command, args []string, env *Env) erro
 	fs := flag.NewFlagSet("silo "+cmd.Name, flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	runFn := cmd.Setup(fs)
-	fs.Usage = func() { printUsage(env.Stdout, cmd, fs) }
+	fs.Usage = func() {} // runCommand prints usage itself on --help
 	pos, err := parseInterspersed(fs, args)
 	if errors.Is(err, flag.ErrHelp) {
 		printUsage(env.Stdout, cmd, fs)

@@ -81,6 +81,9 @@ func TestMain(t *testing.T) {
 			if tt.wantStdout != "" && !strings.Contains(stdout, tt.wantStdout) {
 				t.Errorf("stdout = %q, want it to contain %q", stdout, tt.wantStdout)
 			}
+			if n := strings.Count(stdout, "Usage:"); n > 1 {
+				t.Errorf("stdout has %d usage lines, want at most one:\n%s", n, stdout)
+			}
 			if tt.wantStderr != "" && !strings.Contains(stderr, tt.wantStderr) {
 				t.Errorf("stderr = %q, want it to contain %q", stderr, tt.wantStderr)
 			}
