@@ -279,4 +279,3 @@ func TestBigFile(t *testing.T) {
 		t.Errorf("HashPath != sha256 of nix-store --dump")
 	}
 }
-

@@ -35,7 +35,7 @@ type Scanner struct {
 func New(hashParts []string) *Scanner {
 	s := &Scanner{want: make(map[[HashLen]byte]bool, len(hashParts)), tail: make([]byte, 0, 2*HashLen)}
 	for _, h := range hashParts {
-		if len(h) != HashLen {
+		if !valid(h) {
 			continue
 		}
 		var k [HashLen]byte
@@ -43,6 +43,18 @@ func New(hashParts []string) *Scanner {
 		s.want[k] = false
 	}
 	return s
+}
+
+func valid(h string) bool {
+	if len(h) != HashLen {
+		return false
+	}
+	for i := 0; i < len(h); i++ {
+		if !isNix32[h[i]] {
+			return false
+		}
+	}
+	return true
 }
 
 // Write scans p. It never fails.
