@@ -1,0 +1,164 @@
+package cache
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"regexp"
+	"strconv"
+	"strings"
+
+	"github.com/silo-cache/silo/internal/blob"
+	"github.com/silo-cache/silo/internal/compress"
+	"github.com/silo-cache/silo/internal/meta"
+	"github.com/silo-cache/silo/internal/nix32"
+	"github.com/silo-cache/silo/internal/storepath"
+)
+
+// hashPartOf returns the hash part of "<hashpart><suffix>", or a 404.
+func hashPartOf(rest, suffix string) (string, error) {
+	h := strings.TrimSuffix(rest, suffix)
+	if len(h) != storepath.HashLen || !nix32.IsValid(h) {
+		return "", errorf(http.StatusNotFound, "%q is not <32 nix32 characters>%s", rest, suffix)
+	}
+	return h, nil
+}
+
+func (s *Server) getNarInfo(w http.ResponseWriter, r *http.Request, c meta.Cache, rest string) error {
+	h, err := hashPartOf(rest, ".narinfo")
+	if err != nil {
+		return err
+	}
+	p, err := s.meta.Path(r.Context(), c.ID, h)
+	if errors.Is(err, meta.ErrNotFound) {
+		return errorf(http.StatusNotFound, "cache %s has no path with hash part %s", c.Name, h)
+	}
+	if err != nil {
+		return internal("look up narinfo", err)
+	}
+	hdr := w.Header()
+	hdr.Set("Content-Type", "text/x-nix-narinfo")
+	hdr.Set("Content-Length", strconv.Itoa(len(p.NarInfo)))
+	if r.Method != http.MethodHead {
+		io.WriteString(w, p.NarInfo)
+	}
+	return nil
+}
+
+// serveBlob serves a stored blob with Range support; for the disk store
+// the copy is a sendfile.
+func (s *Server) serveBlob(w http.ResponseWriter, r *http.Request, key, contentType string, immutable bool) error {
+	f, err := s.blobs.Open(r.Context(), key)
+	if err != nil {
+		if errors.Is(err, blob.ErrNotFound) {
+			return internal("open "+key, fmt.Errorf("metadata refers to a missing blob: %w", err))
+		}
+		return internal("open "+key, err)
+	}
+	defer f.Close()
+	hdr := w.Header()
+	hdr.Set("Content-Type", contentType)
+	if immutable {
+		hdr.Set("Cache-Control", "public, max-age=31536000, immutable")
+	}
+	http.ServeContent(w, r, "", noModTime, f)
+	return nil
+}
+
+// nixServeName matches the NAR URLs nix-serve hands out,
+// "nar/<hashpart>-<narhash nix32>.nar", which migrating clients keep asking for.
+var nixServeName = regexp.MustCompile(`^nar/([0-9a-df-np-sv-z]{32})-([0-9a-df-np-sv-z]{52})\.nar$`)
+
+func (s *Server) getNAR(w http.ResponseWriter, r *http.Request, c meta.Cache, rest string) error {
+	ctx := r.Context()
+	n, err := s.meta.ServedNAR(ctx, c.ID, rest)
+	if err == nil {
+		return s.serveBlob(w, r, n.BlobKey, "application/x-nix-nar", true)
+	}
+	if !errors.Is(err, meta.ErrNotFound) {
+		return internal("look up NAR", err)
+	}
+	if m := nixServeName.FindStringSubmatch(rest); m != nil {
+		return s.serveNixServeNAR(w, r, c, m[1], m[2])
+	}
+	// A NAR file a client uploaded under its own name: it is here (so Nix
+	// need not upload it again), but served under the cache's own URL.
+	if u, err := s.meta.Upload(ctx, c.ID, rest); err == nil {
+		if _, err := s.meta.NAR(ctx, u.NarHash); err == nil {
+			if r.Method == http.MethodHead {
+				w.Header().Set("Content-Type", "application/x-nix-nar")
+				w.Header().Set("Content-Length", strconv.FormatInt(u.FileSize, 10))
+				return nil
+			}
+			return errorf(http.StatusNotFound, "%s was uploaded and verified as NAR %s; cache %s serves it at the URL its narinfo names", rest, u.NarHash, c.Name)
+		}
+	}
+	return errorf(http.StatusNotFound, "cache %s has no NAR file %s", c.Name, rest)
+}
+
+// serveNixServeNAR serves a path's NAR uncompressed, as nix-serve does.
+func (s *Server) serveNixServeNAR(w http.ResponseWriter, r *http.Request, c meta.Cache, hashPart, narHash string) error {
+	ctx := r.Context()
+	p, err := s.meta.Path(ctx, c.ID, hashPart)
+	if err != nil || p.NarHash != "sha256:"+narHash {
+		return errorf(http.StatusNotFound, "cache %s has no path %s with NAR hash sha256:%s", c.Name, hashPart, narHash)
+	}
+	n, err := s.meta.NAR(ctx, p.NarHash)
+	if err != nil {
+		return internal("look up NAR", err)
+	}
+	hdr := w.Header()
+	hdr.Set("Content-Type", "application/x-nix-nar")
+	hdr.Set("Content-Length", strconv.FormatInt(n.NarSize, 10))
+	if r.Method == http.MethodHead {
+		return nil
+	}
+	f, err := s.blobs.Open(ctx, n.BlobKey)
+	if err != nil {
+		return internal("open "+n.BlobKey, err)
+	}
+	defer f.Close()
+	dec, err := compress.NewReader(n.Compression, f)
+	if err != nil {
+		return internal("decompress "+n.BlobKey, err)
+	}
+	defer dec.Close()
+	if _, err := io.Copy(w, dec); err != nil {
+		// Headers are sent; the short body tells the client.
+		setLogError(r, fmt.Errorf("stream %s uncompressed: %w", n.BlobKey, err))
+	}
+	return nil
+}
+
+func (s *Server) getListing(w http.ResponseWriter, r *http.Request, c meta.Cache, rest string) error {
+	h, err := hashPartOf(rest, ".ls")
+	if err != nil {
+		return err
+	}
+	ctx := r.Context()
+	p, err := s.meta.Path(ctx, c.ID, h)
+	if errors.Is(err, meta.ErrNotFound) {
+		return errorf(http.StatusNotFound, "cache %s has no path with hash part %s", c.Name, h)
+	}
+	if err != nil {
+		return internal("look up path", err)
+	}
+	n, err := s.meta.NAR(ctx, p.NarHash)
+	if err != nil {
+		return internal("look up NAR", err)
+	}
+	return s.serveBlob(w, r, n.ListingKey, "application/json", false)
+}
+
+func (s *Server) getLog(w http.ResponseWriter, r *http.Request, c meta.Cache, rest string) error {
+	drv := strings.TrimPrefix(rest, "log/")
+	l, err := s.meta.Log(r.Context(), c.ID, drv)
+	if errors.Is(err, meta.ErrNotFound) {
+		return errorf(http.StatusNotFound, "cache %s has no build log for %s", c.Name, drv)
+	}
+	if err != nil {
+		return internal("look up log", err)
+	}
+	return s.serveBlob(w, r, l.BlobKey, "text/plain; charset=utf-8", false)
+}

@@ -1,0 +1,221 @@
+package cache
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"regexp"
+	"time"
+
+	"github.com/silo-cache/silo/internal/blob"
+	"github.com/silo-cache/silo/internal/compress"
+	"github.com/silo-cache/silo/internal/hash"
+	"github.com/silo-cache/silo/internal/meta"
+	"github.com/silo-cache/silo/internal/nar"
+)
+
+var noModTime time.Time
+
+// nixNARName matches the names Nix gives uploaded NAR files,
+// "nar/<nix32 sha256 of the file>.nar[.ext]".
+var nixNARName = regexp.MustCompile(`^nar/([0-9a-df-np-sv-z]{52})\.nar(\.[a-z0-9]+)?$`)
+
+// narKey names a stored NAR file by its own hash, so equal keys mean
+// equal bytes.
+func narKey(fileHash hash.Hash, method string) string {
+	return "nar/" + fileHash.Nix32() + ".nar" + compress.Ext(method)
+}
+
+func listingKey(narHash hash.Hash) string { return "ls/" + narHash.Nix32() + ".ls" }
+
+// putNAR receives a NAR file, verifies it while it streams, and stores it
+// as a staged upload of this cache under the URL the client chose.
+func (s *Server) putNAR(w http.ResponseWriter, r *http.Request, c meta.Cache, rest string) error {
+	if err := blob.ValidKey(rest); err != nil {
+		return errorf(http.StatusBadRequest, "NAR file name %q: %v", rest, err)
+	}
+	if max := s.opts.MaxNARSize; max > 0 && r.ContentLength > max {
+		s.metrics.reject("too_large")
+		return errorf(http.StatusRequestEntityTooLarge, "NAR file %s is %d bytes; this server accepts at most %d (--max-nar-size)", rest, r.ContentLength, max)
+	}
+	res, err := s.receiveNAR(r.Context(), r.Body, s.opts.MaxNARSize)
+	if err != nil {
+		return err
+	}
+	defer res.abort()
+	if m := nixNARName.FindStringSubmatch(rest); m != nil && m[1] != res.fileHash.Nix32() {
+		s.metrics.reject("file_hash")
+		return errorf(http.StatusBadRequest, "NAR file %s: its name says sha256:%s but the body received hashes to %s (corrupted in transit?)", rest, m[1], res.fileHash)
+	}
+	s.metrics.uploadBytes.WithLabelValues("file").Add(float64(res.fileSize))
+	s.metrics.uploadBytes.WithLabelValues("nar").Add(float64(res.narSize))
+
+	stored, err := s.storeNAR(r.Context(), c, rest, res)
+	if err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	fmt.Fprintf(w, "verified NAR %s (%d bytes); stored as %s\n", res.narHash, res.narSize, stored.BlobKey)
+	return nil
+}
+
+// received is a NAR upload that streamed through verification into
+// uncommitted blobs.
+type received struct {
+	fileHash, narHash, storedHash hash.Hash
+	fileSize, narSize, storedSize uint64
+	nar, listing                  blob.Writer
+}
+
+func (res *received) abort() {
+	res.nar.Abort()
+	res.listing.Abort()
+}
+
+// receiveNAR reads a possibly compressed NAR from body: it hashes the
+// bytes as sent, decompresses them, parses the NAR strictly while hashing
+// it and writing its listing, and recompresses it into a new blob.
+func (s *Server) receiveNAR(ctx context.Context, body io.Reader, max int64) (_ *received, err error) {
+	fileHash := hash.NewWriter(hash.SHA256)
+	var limited io.Reader = body
+	if max > 0 {
+		limited = io.LimitReader(body, max+1)
+	}
+	br := bufio.NewReaderSize(io.TeeReader(limited, fileHash), 64<<10)
+	prefix, _ := br.Peek(compress.SniffLen)
+	method, err := compress.Sniff(prefix)
+	if err != nil {
+		s.metrics.reject("compression")
+		if len(prefix) == 0 {
+			return nil, errorf(http.StatusBadRequest, "empty NAR upload")
+		}
+		return nil, errorf(http.StatusUnsupportedMediaType, "NAR upload: %v", err)
+	}
+	dec, err := compress.NewReader(method, br)
+	if err != nil {
+		s.metrics.reject("decompress")
+		return nil, errorf(http.StatusBadRequest, "NAR upload (%s): %v", method, err)
+	}
+	defer dec.Close()
+
+	res := &received{}
+	if res.nar, err = s.blobs.Create(ctx); err != nil {
+		return nil, internal("store NAR", err)
+	}
+	if res.listing, err = s.blobs.Create(ctx); err != nil {
+		res.nar.Abort()
+		return nil, internal("store NAR", err)
+	}
+	defer func() {
+		if err != nil {
+			res.abort()
+		}
+	}()
+	storedHash := hash.NewWriter(hash.SHA256)
+	enc, err := compress.NewWriter(s.opts.Compression, io.MultiWriter(res.nar, storedHash), s.opts.CompressionLevel)
+	if err != nil {
+		return nil, internal("store NAR", err)
+	}
+	narHash := hash.NewWriter(hash.SHA256)
+	tee := io.TeeReader(dec, io.MultiWriter(narHash, &encWriter{enc}))
+	err = nar.WriteListing(res.listing, tee)
+	if cerr := enc.Close(); err == nil && cerr != nil {
+		err = &storeError{cerr}
+	}
+	if err == nil {
+		// The compressed stream must end where the NAR ends.
+		var n int64
+		n, err = io.Copy(io.Discard, br)
+		if err == nil && n > 0 {
+			err = fmt.Errorf("%d bytes follow the end of the %s stream", n, method)
+		}
+	}
+	if err != nil {
+		return nil, s.uploadError(method, max, fileHash.Size(), err)
+	}
+	res.fileHash, res.fileSize = fileHash.Sum(), fileHash.Size()
+	res.narHash, res.narSize = narHash.Sum(), narHash.Size()
+	res.storedHash, res.storedSize = storedHash.Sum(), storedHash.Size()
+	return res, nil
+}
+
+// encWriter marks errors of the storage side, so they are not blamed on the client.
+type encWriter struct{ w io.Writer }
+
+func (e *encWriter) Write(p []byte) (int, error) {
+	n, err := e.w.Write(p)
+	if err != nil {
+		err = &storeError{err}
+	}
+	return n, err
+}
+
+type storeError struct{ err error }
+
+func (e *storeError) Error() string { return e.err.Error() }
+func (e *storeError) Unwrap() error { return e.err }
+
+func (s *Server) uploadError(method string, max int64, got uint64, err error) error {
+	var se *storeError
+	switch {
+	case errors.As(err, &se):
+		return internal("store NAR", se.err)
+	case max > 0 && got > uint64(max):
+		s.metrics.reject("too_large")
+		return errorf(http.StatusRequestEntityTooLarge, "NAR upload is larger than %d bytes (--max-nar-size)", max)
+	case errors.Is(err, nar.ErrInvalid):
+		s.metrics.reject("invalid_nar")
+		return errorf(http.StatusBadRequest, "NAR upload rejected: %v", err)
+	case errors.Is(err, context.Canceled):
+		return internal("receive NAR", err)
+	}
+	s.metrics.reject("decompress")
+	return errorf(http.StatusBadRequest, "NAR upload rejected: reading the %s stream after %d bytes: %v", method, got, err)
+}
+
+// storeNAR commits a received NAR (unless the same NAR is stored already)
+// and records the upload.
+func (s *Server) storeNAR(ctx context.Context, c meta.Cache, url string, res *received) (meta.NAR, error) {
+	s.gcMu.RLock()
+	defer s.gcMu.RUnlock()
+	n := meta.NAR{
+		NarHash: res.narHash.String(), NarSize: int64(res.narSize),
+		BlobKey: narKey(res.storedHash, s.opts.Compression), Compression: s.opts.Compression,
+		FileHash: res.storedHash.String(), FileSize: int64(res.storedSize),
+		ListingKey: listingKey(res.narHash),
+	}
+	committed := false
+	existing, err := s.meta.NAR(ctx, n.NarHash)
+	switch {
+	case err == nil:
+		n = existing // stored once: drop ours
+		res.abort()
+	case errors.Is(err, meta.ErrNotFound):
+		committed = true
+		if err := res.listing.Commit(ctx, n.ListingKey); err != nil {
+			return meta.NAR{}, internal("store listing", err)
+		}
+		if err := res.nar.Commit(ctx, n.BlobKey); err != nil {
+			return meta.NAR{}, internal("store NAR", err)
+		}
+	default:
+		return meta.NAR{}, internal("look up NAR", err)
+	}
+	u := meta.Upload{CacheID: c.ID, URL: url, FileHash: res.fileHash.String(), FileSize: int64(res.fileSize),
+		NarHash: n.NarHash, NarSize: n.NarSize}
+	stored, inserted, err := s.meta.AddUpload(ctx, u, n)
+	if err != nil {
+		if errors.Is(err, meta.ErrNotFound) {
+			return meta.NAR{}, errorf(http.StatusNotFound, "cache %s was deleted during the upload", c.Name)
+		}
+		return meta.NAR{}, internal("record upload", err)
+	}
+	if committed && !inserted && stored.BlobKey != n.BlobKey {
+		// Another upload of the same NAR won the race with other bytes.
+		s.blobs.Delete(ctx, n.BlobKey)
+	}
+	return stored, nil
+}
