@@ -8,9 +8,25 @@ import (
 	"io"
 	"os"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/silo-cache/silo/internal/hash"
 	"github.com/silo-cache/silo/internal/nar"
 )
+
+// growPipe enlarges the pipe w writes to, if it is one, to 1 MiB (Linux
+// pipes hold 64 KiB by default): the reader then wakes up 16 times less
+// often. It is only an optimisation; errors are ignored.
+func growPipe(w io.Writer) {
+	f, ok := w.(*os.File)
+	if !ok {
+		return
+	}
+	if st, err := f.Stat(); err != nil || st.Mode()&os.ModeNamedPipe == 0 {
+		return
+	}
+	unix.FcntlInt(f.Fd(), unix.F_SETPIPE_SZ, 1<<20)
+}
 
 func init() {
 	Register(&Command{
@@ -24,14 +40,10 @@ byte for byte what 'nix-store --dump PATH' writes.`,
 				if len(args) != 1 {
 					return Usagef("nar dump: want exactly one PATH, got %d arguments", len(args))
 				}
-				out := bufio.NewWriterSize(env.Stdout, 256<<10)
-				if err := nar.Dump(ctx, out, args[0]); err != nil {
-					return err
-				}
-				if err := out.Flush(); err != nil {
-					return fmt.Errorf("nar dump %s: writing stdout: %w", args[0], err)
-				}
-				return nil
+				// Dump already writes in 128 KiB chunks: a bufio.Writer
+				// would only add a copy.
+				growPipe(env.Stdout)
+				return nar.Dump(ctx, env.Stdout, args[0])
 			}
 		},
 	})
