@@ -120,7 +120,8 @@ func (s *Server) receiveNAR(ctx context.Context, body io.Reader, max int64) (_ *
 		return nil, internal("store NAR", err)
 	}
 	narHash := hash.NewWriter(hash.SHA256)
-	tee := io.TeeReader(dec, io.MultiWriter(narHash, &encWriter{enc}))
+	src := &errReader{r: dec}
+	tee := io.TeeReader(src, io.MultiWriter(narHash, &encWriter{enc}))
 	err = nar.WriteListing(res.listing, tee)
 	if cerr := enc.Close(); err == nil && cerr != nil {
 		err = &storeError{cerr}
@@ -134,12 +135,31 @@ func (s *Server) receiveNAR(ctx context.Context, body io.Reader, max int64) (_ *
 		}
 	}
 	if err != nil {
+		if src.err != nil && method != compress.None && !errors.As(err, new(*storeError)) {
+			err = fmt.Errorf("%w (%s stream: %v)", err, method, src.err)
+		}
 		return nil, s.uploadError(method, max, fileHash.Size(), err)
 	}
 	res.fileHash, res.fileSize = fileHash.Sum(), fileHash.Size()
 	res.narHash, res.narSize = narHash.Sum(), narHash.Size()
 	res.storedHash, res.storedSize = storedHash.Sum(), storedHash.Size()
 	return res, nil
+}
+
+// errReader remembers the first error of the decompressor, so that a
+// corrupt or truncated stream is reported as such and not only as the
+// broken NAR it yields.
+type errReader struct {
+	r   io.Reader
+	err error
+}
+
+func (e *errReader) Read(p []byte) (int, error) {
+	n, err := e.r.Read(p)
+	if err != nil && err != io.EOF && e.err == nil {
+		e.err = err
+	}
+	return n, err
 }
 
 // encWriter marks errors of the storage side, so they are not blamed on the client.

@@ -60,7 +60,7 @@ func mustCache(t *testing.T, s meta.Store, name string) meta.Cache {
 
 // hashOf makes distinct, well-formed looking hashes for tests.
 func hashOf(i int) string { return fmt.Sprintf("sha256:%052d", i) }
-func partOf(i int) string  { return fmt.Sprintf("%032d", i) }
+func partOf(i int) string { return fmt.Sprintf("%032d", i) }
 
 func narOf(i int, key string) meta.NAR {
 	return meta.NAR{NarHash: hashOf(i), NarSize: int64(100 + i), BlobKey: key, Compression: "zstd",
