@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"os"
 	"net/http/httptest"
 	"path/filepath"
 	"strings"
@@ -50,7 +51,7 @@ func newEnv(t *testing.T, opts Options) *testEnv {
 	}
 	opts.Meta, opts.Blobs = m, b
 	if opts.Logger == nil {
-		opts.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+		opts.Logger = slog.New(slog.NewTextHandler(testLogOut(), nil))
 	}
 	srv, err := New(opts)
 	if err != nil {
@@ -177,7 +178,6 @@ type upload struct {
 	sigKeys []signature.SecretKey
 }
 
-var pathCounter int
 
 // newPath makes a random store path name and the upload of nar under it,
 // compressed with method.
@@ -222,3 +222,12 @@ func mustContain(t *testing.T, what, got string, wants ...string) {
 	}
 }
 
+func parseKey(c meta.Cache) (signature.SecretKey, error) { return signature.ParseSecretKey(c.SecretKey) }
+
+// testLogOut is where test servers log: stderr with SILO_TEST_LOG=1.
+func testLogOut() io.Writer {
+	if os.Getenv("SILO_TEST_LOG") != "" {
+		return os.Stderr
+	}
+	return io.Discard
+}
