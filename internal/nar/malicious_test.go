@@ -238,3 +238,30 @@ func TestRestoreRefusesExisting(t *testing.T) {
 		t.Error("Restore wrote through a dangling symlink")
 	}
 }
+
+// errReader returns its data, then err.
+type errReader struct {
+	data []byte
+	err  error
+}
+
+func (r *errReader) Read(p []byte) (int, error) {
+	if len(r.data) == 0 {
+		return 0, r.err
+	}
+	n := copy(p, r.data)
+	r.data = r.data[n:]
+	return n, nil
+}
+
+// TestReadError: a failing input is an I/O error, not an invalid NAR.
+func TestReadError(t *testing.T) {
+	errNet := errors.New("connection reset")
+	full := readGolden(t, "mixed", ".nar")
+	for _, n := range []int{0, 10, 100, 2000} {
+		err := readAll(&errReader{full[:n], errNet})
+		if !errors.Is(err, errNet) || errors.Is(err, ErrInvalid) {
+			t.Errorf("after %d bytes: error = %v, want %v and not ErrInvalid", n, err, errNet)
+		}
+	}
+}

@@ -1,6 +1,7 @@
 package nar
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"strings"
@@ -101,6 +102,9 @@ func (r *Reader) next() (*Header, error) {
 	if !r.started {
 		r.started = true
 		b, err := r.readBytes(len(magic), "magic")
+		if err != nil && !errors.Is(err, ErrInvalid) {
+			return nil, err
+		}
 		if err != nil || string(b) != magic {
 			return nil, fmt.Errorf("%w: input does not start with %q: not a NAR", ErrInvalid, magic)
 		}
@@ -295,11 +299,14 @@ func (r *Reader) fill(n int) error {
 	return nil
 }
 
+// truncated reports the end of the input, or an error reading it, in the
+// middle of the NAR. Only the former makes the NAR invalid.
 func (r *Reader) truncated(err error) error {
-	if err == io.EOF {
-		err = io.ErrUnexpectedEOF
+	at := r.off + int64(r.hi-r.lo)
+	if err == io.EOF || err == io.ErrUnexpectedEOF {
+		return r.errorf("truncated at byte %d: %w", at, io.ErrUnexpectedEOF)
 	}
-	return r.errorf("truncated at byte %d: %w", r.off+int64(r.hi-r.lo), err)
+	return fmt.Errorf("read NAR: %s: at byte %d: %w", where(r.path), at, err)
 }
 
 func (r *Reader) readUint64(what string) (uint64, error) {
