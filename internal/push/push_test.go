@@ -199,7 +199,10 @@ func (s *cacheServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
 	s.requests[r.Method+" "+kind]++
 	s.mu.Unlock()
-	if s.token != "" && r.Header.Get("Authorization") != "Bearer "+s.token {
+	s.mu.Lock()
+	token := s.token
+	s.mu.Unlock()
+	if token != "" && r.Header.Get("Authorization") != "Bearer "+token {
 		http.Error(w, "bad token", http.StatusUnauthorized)
 		return
 	}
@@ -272,7 +275,9 @@ func TestPushHTTPTarget(t *testing.T) {
 			if !batch && srv.count("HEAD narinfo") != 4 {
 				t.Errorf("%d narinfo HEADs, want 4 (one per path)", srv.count("HEAD narinfo"))
 			}
+			srv.mu.Lock()
 			srv.token = "" // Nix reads the cache anonymously
+			srv.mu.Unlock()
 			if err := c.nixCopyFrom(t, url, c.pubKey, c.top); err != nil {
 				t.Errorf("nix copy --from %s: %v", url, err)
 			}

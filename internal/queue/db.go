@@ -87,8 +87,13 @@ func (d *db) close() error { return d.sql.Close() }
 
 func millis(t time.Time) int64 { return t.UnixMilli() }
 
-// addRoots records paths handed in by a hook or found in the spool.
+// addRoots records paths handed in by a hook or found in the spool. With
+// no paths but a derivation, one root with an empty path stands for the
+// derivation's outputs.
 func (d *db) addRoots(ctx context.Context, paths []string, drv string, now time.Time) error {
+	if len(paths) == 0 {
+		paths = []string{""}
+	}
 	tx, err := d.sql.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("queue paths: %w", err)
@@ -107,13 +112,14 @@ func (d *db) addRoots(ctx context.Context, paths []string, drv string, now time.
 
 type root struct {
 	id       int64
-	path     string
+	path     string // "" for "the outputs of drv"
+	drv      string
 	attempts int
 }
 
 // dueRoots returns roots to expand now.
 func (d *db) dueRoots(ctx context.Context, now time.Time, limit int) ([]root, error) {
-	rows, err := d.sql.QueryContext(ctx, `select id, path, attempts from roots where next_attempt <= ? order by id limit ?`, millis(now), limit)
+	rows, err := d.sql.QueryContext(ctx, `select id, path, drv, attempts from roots where next_attempt <= ? order by id limit ?`, millis(now), limit)
 	if err != nil {
 		return nil, fmt.Errorf("list queued roots: %w", err)
 	}
@@ -121,7 +127,7 @@ func (d *db) dueRoots(ctx context.Context, now time.Time, limit int) ([]root, er
 	var out []root
 	for rows.Next() {
 		var r root
-		if err := rows.Scan(&r.id, &r.path, &r.attempts); err != nil {
+		if err := rows.Scan(&r.id, &r.path, &r.drv, &r.attempts); err != nil {
 			return nil, err
 		}
 		out = append(out, r)
@@ -212,8 +218,12 @@ func (d *db) rootGone(ctx context.Context, r root, msg string, now time.Time) er
 		return err
 	}
 	defer tx.Rollback()
+	p := r.path
+	if p == "" {
+		p = r.drv
+	}
 	if _, err := tx.ExecContext(ctx, `insert into paths (path, state, last_error, added) values (?, ?, ?, ?)
-		on conflict (path) do nothing`, r.path, stateFailed, msg, millis(now)); err != nil {
+		on conflict (path) do nothing`, p, stateFailed, msg, millis(now)); err != nil {
 		return err
 	}
 	if _, err := tx.ExecContext(ctx, `delete from roots where id = ?`, r.id); err != nil {

@@ -116,9 +116,18 @@ func (q *Queue) poke() {
 	}
 }
 
-// Enqueue accepts paths (full store paths of a build's outputs): when it
-// returns nil they are durably queued.
+// Enqueue accepts paths (full store paths of a build's outputs), or with
+// none, the outputs of derivation drv: when it returns nil they are
+// durably queued.
 func (q *Queue) Enqueue(ctx context.Context, paths []string, drv string) error {
+	if len(paths) == 0 && drv == "" {
+		return nil
+	}
+	if drv != "" {
+		if _, err := q.opts.StoreDir.Parse(drv); err != nil {
+			return fmt.Errorf("enqueue: derivation: %w", err)
+		}
+	}
 	for _, p := range paths {
 		if _, err := q.opts.StoreDir.Parse(p); err != nil {
 			return fmt.Errorf("enqueue: %w", err)
@@ -246,27 +255,43 @@ func (q *Queue) expand(ctx context.Context) error {
 }
 
 func (q *Queue) expandOne(ctx context.Context, r root) error {
-	known, err := q.db.known(ctx, r.path)
-	if err != nil {
-		return err
+	names := []string{r.path}
+	if r.path == "" {
+		outs, err := drvOutputs(r.drv)
+		if err != nil {
+			q.log.Warn("cannot find the outputs of a derivation", "drv", r.drv, "err", err)
+			return q.db.rootGone(ctx, r, oneLine(err.Error()), time.Now())
+		}
+		names = outs
 	}
-	if known {
+	var roots []storepath.Path
+	for _, name := range names {
+		known, err := q.db.known(ctx, name)
+		if err != nil {
+			return err
+		}
+		if known {
+			continue
+		}
+		p, err := q.opts.StoreDir.Parse(name)
+		if err != nil {
+			return q.db.rootGone(ctx, r, oneLine(err.Error()), time.Now())
+		}
+		roots = append(roots, p)
+	}
+	if len(roots) == 0 {
 		return q.db.deleteRoot(ctx, r.id)
 	}
-	p, err := q.opts.StoreDir.Parse(r.path)
-	if err != nil {
-		return q.db.rootGone(ctx, r, oneLine(err.Error()), time.Now())
-	}
-	closure, err := localstore.Closure(ctx, q.opts.Store, []storepath.Path{p})
+	closure, err := localstore.Closure(ctx, q.opts.Store, roots)
 	if errors.Is(err, localstore.ErrNotFound) {
-		q.log.Warn("queued path is not in the local store", "path", r.path, "err", err)
+		q.log.Warn("queued path is not in the local store", "path", r.path, "drv", r.drv, "err", err)
 		return q.db.rootGone(ctx, r, oneLine(err.Error()), time.Now())
 	}
 	if err != nil {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		q.log.Warn("reading closure", "path", r.path, "err", err)
+		q.log.Warn("reading closure", "path", r.path, "drv", r.drv, "err", err)
 		return q.db.rootFailed(ctx, r.id, oneLine(err.Error()), time.Now().Add(q.backoff(r.attempts)))
 	}
 	added, err := q.db.expandRoot(ctx, r.id, closure, func(info *localstore.PathInfo) bool {
@@ -275,7 +300,7 @@ func (q *Queue) expandOne(ctx context.Context, r root) error {
 	if err != nil {
 		return fmt.Errorf("record closure of %s: %w", r.path, err)
 	}
-	q.log.Info("queued", "path", r.path, "closure", len(closure), "new", added)
+	q.log.Info("queued", "paths", names, "closure", len(closure), "new", added)
 	return nil
 }
 

@@ -148,11 +148,13 @@ func Hook(ctx context.Context, getenv func(string) string, opts HookOptions) (qu
 			fmt.Fprintf(stderr, "silo hook: internal error (the build is unaffected): %v\n", r)
 		}
 	}()
+	// Nix 2.8.0 leaves OUT_PATHS empty (NixOS/nix#6446); the queue then
+	// finds the outputs from DRV_PATH.
 	paths := strings.Fields(getenv("OUT_PATHS"))
-	if len(paths) == 0 {
+	req := enqueueRequest{Paths: paths, Drv: strings.TrimSpace(getenv("DRV_PATH"))}
+	if len(paths) == 0 && req.Drv == "" {
 		return true
 	}
-	req := enqueueRequest{Paths: paths, Drv: getenv("DRV_PATH")}
 	timeout := opts.Timeout
 	if timeout <= 0 {
 		timeout = 30 * time.Millisecond
@@ -164,7 +166,7 @@ func Hook(ctx context.Context, getenv func(string) string, opts HookOptions) (qu
 		return true
 	}
 	if serr := writeSpool(SpoolDir(opts.Socket), req); serr != nil {
-		fmt.Fprintf(stderr, "silo hook: could not queue %s (the build is unaffected): %v; and %v\n", strings.Join(paths, " "), err, serr)
+		fmt.Fprintf(stderr, "silo hook: could not queue %s %s (the build is unaffected): %v; and %v\n", strings.Join(paths, " "), req.Drv, err, serr)
 		return false
 	}
 	return true
