@@ -8,8 +8,8 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"os"
 	"net/http/httptest"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -178,7 +178,6 @@ type upload struct {
 	sigKeys []signature.SecretKey
 }
 
-
 // newPath makes a random store path name and the upload of nar under it,
 // compressed with method.
 func newUpload(t *testing.T, name string, nar []byte, method string, refs ...storepath.Path) *upload {
@@ -222,7 +221,9 @@ func mustContain(t *testing.T, what, got string, wants ...string) {
 	}
 }
 
-func parseKey(c meta.Cache) (signature.SecretKey, error) { return signature.ParseSecretKey(c.SecretKey) }
+func parseKey(c meta.Cache) (signature.SecretKey, error) {
+	return signature.ParseSecretKey(c.SecretKey)
+}
 
 // testLogOut is where test servers log: stderr with SILO_TEST_LOG=1.
 func testLogOut() io.Writer {
