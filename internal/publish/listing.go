@@ -175,10 +175,11 @@ func writeNixJSONString(w *bufio.Writer, s string) {
 // from the file system as it is sent; if the tree walked does not add up to
 // the registered NAR size, the path changed and the response is aborted.
 func (s *Server) serveListing(w *statusWriter, r *http.Request, hp string) {
-	info, ok := s.lookup(w, r, hp)
-	if !ok {
+	e := s.lookup(w, r, hp)
+	if e == nil {
 		return
 	}
+	info := e.info
 	real := s.realPath(info.Path)
 	if _, err := os.Lstat(real); err != nil {
 		notFound(w, "store path "+info.Path.String()+" is gone from disk")

@@ -16,6 +16,8 @@ type metrics struct {
 	requests *prometheus.CounterVec
 	narBytes prometheus.Counter
 	aborted  *prometheus.CounterVec
+	// infoCache counts lookups answered from the cache (hit) or the store (miss).
+	infoCache *prometheus.CounterVec
 }
 
 func newMetrics() *metrics {
@@ -34,9 +36,13 @@ func newMetrics() *metrics {
 			Help: "NAR responses aborted mid-stream: the client went away (client) or the path no longer matched its record (store).",
 		}, []string{"reason"}),
 	}
+	m.infoCache = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "silo_publish_info_cache_total",
+		Help: "Path lookups answered from the cache of recent answers (hit) or by the store (miss).",
+	}, []string{"result"})
 	m.aborted.WithLabelValues("client")
 	m.aborted.WithLabelValues("store")
-	m.reg.MustRegister(m.requests, m.narBytes, m.aborted,
+	m.reg.MustRegister(m.requests, m.narBytes, m.aborted, m.infoCache,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

@@ -8,12 +8,12 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/klauspost/compress/zstd"
 
 	"github.com/silo-cache/silo/internal/hash"
 	"github.com/silo-cache/silo/internal/localstore"
-	"github.com/silo-cache/silo/internal/nar"
 	"github.com/silo-cache/silo/internal/nix32"
 	"github.com/silo-cache/silo/internal/storepath"
 )
@@ -29,10 +29,11 @@ func (s *Server) serveNAR(w *statusWriter, r *http.Request) {
 		notFound(w, "no such NAR (want nar/<hashpart>-<nix32 narhash>.nar or .nar.zst)")
 		return
 	}
-	info, ok := s.lookup(w, r, hp)
-	if !ok {
+	e := s.lookup(w, r, hp)
+	if e == nil {
 		return
 	}
+	info := e.info
 	if info.NarHash.Nix32() != narHash {
 		notFound(w, "the store path's NAR hash is not the one in this URL; it was deleted and rebuilt: fetch its narinfo again")
 		return
@@ -111,9 +112,17 @@ func parseNARFile(file string) (hashPart, narHash string, compressed, ok bool) {
 // window is the part [from, to) of a NAR a response carries.
 type window struct{ from, to uint64 }
 
-// stream dumps the NAR of the path at real into w (through zstd if
-// compress), passing on only the bytes in win, and checks it against info.
-// Anything short of a complete, verified NAR aborts the response.
+// stream sends the window win of the NAR of info's path (on disk at real)
+// to w, through zstd if compress, and checks it against info before the
+// window's last byte goes out; anything short of the registered NAR aborts
+// the response.
+//
+// The first time a path is sent, every byte is hashed and compared with
+// NarHash; the tree's stat digest is then remembered with that NarHash. A
+// later stream of a tree with the same digest (no file written, replaced,
+// added or removed since: any of these changes an inode or a ctime) needs
+// no hashing, reads only the window, and sends file contents with
+// sendfile.
 func (s *Server) stream(w http.ResponseWriter, r *http.Request, info *localstore.PathInfo, real string, win window, compress bool) {
 	ctx := r.Context()
 	select {
@@ -130,17 +139,21 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, info *localstore
 		defer putEncoder(enc)
 		dst = enc
 	}
-	g := &guard{dst: dst, want: info.NarHash, size: info.NarSize, win: win, h: hash.NewWriter(hash.SHA256)}
-	err := nar.Dump(ctx, g, real)
+	known, haveKnown := s.verified.get(info.Path, info.NarHash)
+	ns, err := streamNAR(ctx, dst, real, win, !haveKnown)
+	defer ns.done()
 	if err == nil {
-		err = g.finish()
+		err = s.check(ns, info, known, haveKnown)
+	}
+	if err == nil {
+		err = ns.out.release()
 	}
 	if err == nil && enc != nil {
 		if err = enc.Close(); err != nil {
 			err = &writeError{err}
 		}
 	}
-	s.metrics.narBytes.Add(float64(g.sent))
+	s.metrics.narBytes.Add(float64(ns.out.sent))
 	if err == nil {
 		return
 	}
@@ -149,6 +162,7 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, info *localstore
 	case errors.As(err, &we) || ctx.Err() != nil:
 		s.metrics.aborted.WithLabelValues("client").Inc()
 	default:
+		s.verified.forget(info.Path)
 		s.metrics.aborted.WithLabelValues("store").Inc()
 		s.log.Error("publish: NAR aborted: the path no longer matches the store's record", "path", info.Path.String(), "err", err)
 	}
@@ -156,8 +170,29 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, info *localstore
 	panic(http.ErrAbortHandler)
 }
 
-// errMismatch is wrapped by guard's errors about a NAR that is not the
-// one registered.
+// check compares a finished stream with the path's record: its size, and
+// either its hash (which then makes the tree's digest known) or, for a
+// tree verified before, its stat digest.
+func (s *Server) check(ns *narStream, info *localstore.PathInfo, known [32]byte, haveKnown bool) error {
+	if ns.out.off != info.NarSize {
+		return fmt.Errorf("%w: %d bytes, registered %d", errMismatch, ns.out.off, info.NarSize)
+	}
+	digest := ns.sum()
+	if haveKnown {
+		if digest != known {
+			return fmt.Errorf("%w: files changed since their NAR hash was checked", errMismatch)
+		}
+		return nil
+	}
+	if got := ns.hash.Sum(); got != info.NarHash {
+		return fmt.Errorf("%w: NAR hash %s, registered %s", errMismatch, got, info.NarHash)
+	}
+	s.verified.put(info.Path, info.NarHash, digest)
+	return nil
+}
+
+// errMismatch is wrapped by errors about a tree that is not the one
+// registered.
 var errMismatch = errors.New("NAR differs from the store's record")
 
 // writeError marks a failure to send to the client.
@@ -166,53 +201,42 @@ type writeError struct{ err error }
 func (e *writeError) Error() string { return "send to client: " + e.err.Error() }
 func (e *writeError) Unwrap() error { return e.err }
 
-// guard sits between nar.Dump and the client. It passes on the bytes of
-// the NAR that fall in win, except the very last one, which it releases
-// only from finish once the whole NAR has been seen and has exactly the
-// registered size and hash.
-type guard struct {
-	dst  io.Writer
-	want hash.Hash
-	size uint64
-	win  window
-	h    *hash.Writer
-	sent uint64 // bytes passed to dst
-	last byte   // the window's last byte, once seen
+// verifiedTrees remembers, per path, a NarHash checked by hashing a whole
+// stream and the stat digest of the tree that produced it. It holds at
+// most maxVerified paths and is dropped whole when full.
+type verifiedTrees struct {
+	mu sync.Mutex
+	m  map[storepath.Path]verifiedTree
 }
 
-func (g *guard) Write(p []byte) (int, error) {
-	off := g.h.Size()
-	if off+uint64(len(p)) > g.size {
-		return 0, fmt.Errorf("%w: longer than the registered %d bytes", errMismatch, g.size)
-	}
-	g.h.Write(p)
-	// Pass on [max(off, from), min(off+len, to-1)).
-	lo, hi := max(off, g.win.from), min(off+uint64(len(p)), g.win.to-1)
-	if lo < hi {
-		n, err := g.dst.Write(p[lo-off : hi-off])
-		g.sent += uint64(n)
-		if err != nil {
-			return 0, &writeError{err}
-		}
-	}
-	if end := off + uint64(len(p)); off <= g.win.to-1 && g.win.to-1 < end {
-		g.last = p[g.win.to-1-off]
-	}
-	return len(p), nil
+type verifiedTree struct {
+	narHash hash.Hash
+	digest  [32]byte
 }
 
-// finish checks the NAR seen and releases the last byte of the window.
-func (g *guard) finish() error {
-	if n := g.h.Size(); n != g.size {
-		return fmt.Errorf("%w: %d bytes, registered %d", errMismatch, n, g.size)
+const maxVerified = 1 << 17
+
+func (v *verifiedTrees) get(p storepath.Path, narHash hash.Hash) ([32]byte, bool) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	t, ok := v.m[p]
+	if !ok || t.narHash != narHash {
+		return [32]byte{}, false
 	}
-	if got := g.h.Sum(); got != g.want {
-		return fmt.Errorf("%w: NAR hash %s, registered %s", errMismatch, got, g.want)
+	return t.digest, true
+}
+
+func (v *verifiedTrees) put(p storepath.Path, narHash hash.Hash, digest [32]byte) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.m == nil || len(v.m) >= maxVerified {
+		v.m = map[storepath.Path]verifiedTree{}
 	}
-	n, err := g.dst.Write([]byte{g.last})
-	g.sent += uint64(n)
-	if err != nil {
-		return &writeError{err}
-	}
-	return nil
+	v.m[p] = verifiedTree{narHash, digest}
+}
+
+func (v *verifiedTrees) forget(p storepath.Path) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	delete(v.m, p)
 }

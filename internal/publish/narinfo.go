@@ -13,11 +13,11 @@ import (
 
 // serveNarinfo answers GET and HEAD /<hashpart>.narinfo.
 func (s *Server) serveNarinfo(w *statusWriter, r *http.Request, hp string) {
-	info, ok := s.lookup(w, r, hp)
-	if !ok {
+	e := s.lookup(w, r, hp)
+	if e == nil {
 		return
 	}
-	body := []byte(s.narinfo(info).String())
+	body := e.narinfo
 	h := w.Header()
 	h.Set("Content-Type", "text/x-nix-narinfo")
 	h.Set("Content-Length", strconv.Itoa(len(body)))

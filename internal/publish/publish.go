@@ -29,10 +29,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"path/filepath"
 	"strconv"
+	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/silo-cache/silo/internal/localstore"
 	"github.com/silo-cache/silo/internal/nix32"
@@ -90,6 +94,8 @@ type Server struct {
 	cacheInfo []byte
 	streams   chan struct{}
 	sigs      *sigCache
+	verified  verifiedTrees
+	infos     infoCache
 	metrics   *metrics
 	mux       *http.ServeMux
 	log       *slog.Logger
@@ -230,19 +236,34 @@ func cutSuffix(s, suffix string) (string, bool) {
 	return s[:len(s)-len(suffix)], true
 }
 
-// lookup returns the valid path with hash part hp and its info. A path
-// that is not valid is reported to the client as 404 and returns ok false;
-// so is a failure to ask the store, as 500.
-func (s *Server) lookup(w http.ResponseWriter, r *http.Request, hp string) (*localstore.PathInfo, bool) {
+// lookup returns the valid path with hash part hp, its info and narinfo.
+// A path that is not valid is reported to the client as 404 and returns
+// nil; so is a failure to ask the store, as 500.
+func (s *Server) lookup(w http.ResponseWriter, r *http.Request, hp string) *cachedInfo {
 	ctx := r.Context()
+	now := time.Now()
+	if e := s.infos.get(hp, now, s.realPath); e != nil {
+		s.metrics.infoCache.WithLabelValues("hit").Inc()
+		return e
+	}
+	s.metrics.infoCache.WithLabelValues("miss").Inc()
 	p, err := s.store.QueryPathFromHashPart(ctx, hp)
 	var info *localstore.PathInfo
+	var st unix.Stat_t
+	var onDisk bool
 	if err == nil {
+		// Stat before reading the record: see infoCache.
+		st, onDisk = rootStat(s.realPath(p))
 		info, err = s.store.QueryPathInfo(ctx, p)
 	}
 	switch {
 	case err == nil:
-		return info, true
+		e := &cachedInfo{info: info, narinfo: []byte(s.narinfo(info).String())}
+		if onDisk {
+			e.dev, e.ino, e.ctime, e.expires = st.Dev, st.Ino, st.Ctim, now.Add(infoTTL)
+			s.infos.put(hp, e)
+		}
+		return e
 	case errors.Is(err, localstore.ErrNotFound):
 		notFound(w, "no valid store path with hash "+hp+" in "+string(s.opts.StoreDir))
 	case ctx.Err() != nil:
@@ -251,7 +272,7 @@ func (s *Server) lookup(w http.ResponseWriter, r *http.Request, hp string) (*loc
 		s.log.Error("publish: query store", "hash", hp, "err", err)
 		http.Error(w, "cannot query the store", http.StatusInternalServerError)
 	}
-	return nil, false
+	return nil
 }
 
 // realPath returns where p's files are on disk.
@@ -281,6 +302,18 @@ func (w *statusWriter) Write(p []byte) (int, error) {
 		w.status = http.StatusOK
 	}
 	return w.ResponseWriter.Write(p)
+}
+
+// ReadFrom lets io.Copy reach the response's ReadFrom, which sends files
+// with sendfile.
+func (w *statusWriter) ReadFrom(r io.Reader) (int64, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	if rf, ok := w.ResponseWriter.(io.ReaderFrom); ok {
+		return rf.ReadFrom(r)
+	}
+	return io.Copy(struct{ io.Writer }{w.ResponseWriter}, r)
 }
 
 func (w *statusWriter) code() int {
