@@ -110,3 +110,16 @@ func TestNewRejects(t *testing.T) {
 		t.Errorf("token without permissions accepted")
 	}
 }
+
+func FuzzID(f *testing.F) {
+	text, _, _ := NewRandom("*", meta.PermPull, time.Time{}, "")
+	for _, s := range []string{text, "", "silo_", "silo_abcdefghij_x", "silo__", "Bearer silo_x"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		id, err := ID(s)
+		if err == nil && (len(id) != 10 || !strings.HasPrefix(s, "silo_"+id+"_")) {
+			t.Errorf("ID(%q) = %q: not the embedded ID", s, id)
+		}
+	})
+}

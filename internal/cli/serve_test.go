@@ -298,3 +298,50 @@ func TestServeUnixSocket(t *testing.T) {
 		t.Errorf("nix-cache-info over unix socket = %d %q", resp.StatusCode, body)
 	}
 }
+
+// SIGTERM lets a download in flight finish before the server exits.
+func TestServeGracefulShutdown(t *testing.T) {
+	bin := siloBinary(t)
+	data := filepath.Join(t.TempDir(), "data")
+	silo(t, bin, "cache", "create", "main", "--public", "--data-dir", data)
+	tok := strings.TrimSpace(silo(t, bin, "token", "create", "--cache", "main", "--push", "--data-dir", data))
+	srv := startServe(t, bin, data, "--compression", "none")
+
+	body, url := bigNAR(t, 48<<20)
+	if st := status(t, "PUT", srv.url+"/main/"+url, tok, bytes.NewReader(body)); st != 200 {
+		t.Fatalf("PUT NAR = %d\n%s", st, srv.logs())
+	}
+	hp := strings.Repeat("a", 32)
+	info := fmt.Sprintf("StorePath: /nix/store/%s-big\nURL: %s\nCompression: none\nNarHash: %s\nNarSize: %d\nReferences: \n",
+		hp, url, hash.Sum(hash.SHA256, body), len(body))
+	if st := status(t, "PUT", srv.url+"/main/"+hp+".narinfo", tok, strings.NewReader(info)); st != 200 {
+		t.Fatalf("PUT narinfo = %d\n%s", st, srv.logs())
+	}
+	resp, err := http.Get(srv.url + "/main/" + hp + ".narinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	served, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	_, narURL, _ := strings.Cut(string(served), "URL: ")
+	narURL, _, _ = strings.Cut(narURL, "\n")
+
+	resp, err = http.Get(srv.url + "/main/" + narURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	first := make([]byte, 1<<20)
+	if _, err := io.ReadFull(resp.Body, first); err != nil {
+		t.Fatal(err)
+	}
+	srv.cmd.Process.Signal(syscall.SIGTERM)
+	srv.waitLog(t, "shutting down")
+	rest, err := io.ReadAll(resp.Body)
+	if err != nil || len(first)+len(rest) != len(body) || !bytes.Equal(append(first, rest...), body) {
+		t.Errorf("download across SIGTERM: %d of %d bytes (%v)", len(first)+len(rest), len(body), err)
+	}
+	if err := srv.cmd.Wait(); err != nil {
+		t.Errorf("silo serve after SIGTERM: %v\n%s", err, srv.logs())
+	}
+}
