@@ -23,15 +23,14 @@ type Reader struct {
 	off    int64 // NAR offset of buf[lo]
 	err    error // sticky
 
-	started    bool
-	dirs       []dirFrame // open directories, innermost last
-	nodeDone   bool       // the current node's closing ")" is read; its entry's is not
-	inFile     bool       // Read serves the current regular file
-	path       string     // path of the current object, for errors
-	pathIsDir  bool       // path names the directory whose entries are being read
-	fileLeft   int64      // unread bytes of the current regular file
-	fileSize   int64
-	fileOffset int64
+	started   bool
+	dirs      []dirFrame // open directories, innermost last
+	nodeDone  bool       // the current node's closing ")" is read; its entry's is not
+	inFile    bool       // Read serves the current regular file
+	path      string     // path of the current object, for errors
+	pathIsDir bool       // path names the directory whose entries are being read
+	fileLeft  int64      // unread bytes of the current regular file
+	fileSize  int64
 }
 
 type dirFrame struct {
@@ -216,7 +215,7 @@ func (r *Reader) node(path string) (*Header, error) {
 		}
 		h.Size = int64(size)
 		h.Offset = r.off
-		r.inFile, r.fileLeft, r.fileSize, r.fileOffset = true, h.Size, h.Size, h.Offset
+		r.inFile, r.fileLeft, r.fileSize = true, h.Size, h.Size
 	case "symlink":
 		h.Type = TypeSymlink
 		if err := r.expect("target"); err != nil {
