@@ -67,7 +67,8 @@ The NAR is checked strictly; on any error nothing is left behind.`,
 		Args:  "[FILE]",
 		Short: "print the .ls JSON listing of a NAR",
 		Long: `Prints the listing of the NAR in FILE (or stdin, or '-'), exactly as Nix
-writes it to <hashpart>.ls in a binary cache with write-nar-listing=true.`,
+writes it to <hashpart>.ls in a binary cache with write-nar-listing=true
+(no newline at the end).`,
 		Setup: func(fs *flag.FlagSet) func(context.Context, *Env, []string) error {
 			return func(ctx context.Context, env *Env, args []string) error {
 				if len(args) > 1 {
@@ -85,9 +86,6 @@ writes it to <hashpart>.ls in a binary cache with write-nar-listing=true.`,
 				out := bufio.NewWriterSize(env.Stdout, 64<<10)
 				if err := nar.WriteListing(out, bufio.NewReaderSize(in, 256<<10)); err != nil {
 					return fmt.Errorf("nar ls %s: %w", name, err)
-				}
-				if _, err := io.WriteString(out, "\n"); err != nil {
-					return err
 				}
 				return out.Flush()
 			}
