@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"io"
+	"path/filepath"
 	"sort"
 
 	"golang.org/x/sys/unix"
@@ -103,7 +104,7 @@ func (d *dumper) run(root string) error {
 		return err
 	}
 	d.str(magic)
-	err := d.node(unix.AT_FDCWD, root, root)
+	err := d.node(unix.AT_FDCWD, root, filepath.Clean(root))
 	if err == nil {
 		err = d.flush()
 	} else if d.buf != nil {
