@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"os"
 	"time"
 
 	"github.com/silo-cache/silo/internal/listen"
@@ -32,7 +33,11 @@ Clients use it as a substituter:
 
 The store database is read directly when this process may (root), else through
 nix-daemon. The server never writes to the store. Socket activation by systemd
-works as for silo serve; --listen unix:/path listens on a unix socket.`,
+works as for silo serve; --listen unix:/path listens on a unix socket.
+
+A store that must not be public takes --token-data-dir: clients then need a
+token made with silo token create --cache publish --pull (in a netrc file as
+the password, as for silo serve).`,
 		Setup: func(fs *flag.FlagSet) func(context.Context, *Env, []string) error {
 			storeDir := fs.String("store-dir", string(storepath.DefaultDir), "the Nix store directory to serve")
 			addr := fs.String("listen", ":5000", "address to listen on: host:port or unix:/path")
@@ -43,6 +48,8 @@ works as for silo serve; --listen unix:/path listens on a unix socket.`,
 			logDir := fs.String("log-dir", "/nix/var/log/nix", "Nix's log directory (NIX_LOG_DIR), for build logs")
 			db := fs.String("db", "", "read this Nix database file directly (default: Nix's own, or nix-daemon when not root)")
 			maxStreams := fs.Int("max-streams", 64, "NARs dumped at once at most; more requests wait")
+			tokenDir := fs.String("token-data-dir", "", "make the store private: require a silo token, checked against the tokens in silo serve's data `DIR` (silo token create --cache NAME --pull)")
+			tokenCache := fs.String("token-cache", "publish", "with --token-data-dir: the cache `NAME` tokens must grant pull on")
 			fs.String("config", "", "TOML config file setting any of these flags")
 			return func(ctx context.Context, env *Env, args []string) error {
 				if len(args) != 0 {
@@ -79,6 +86,19 @@ works as for silo serve; --listen unix:/path listens on a unix socket.`,
 					return fmt.Errorf("publish: %w", err)
 				}
 				defer store.Close()
+				var authorize func(*http.Request) error
+				if *tokenDir != "" {
+					db, _ := dataPaths(*tokenDir)
+					if _, err := os.Stat(db); err != nil {
+						return fmt.Errorf("publish: --token-data-dir %s: %w (point it at silo serve's --data-dir)", *tokenDir, err)
+					}
+					tokens, err := openMeta(ctx, *tokenDir)
+					if err != nil {
+						return fmt.Errorf("publish: tokens: %w", err)
+					}
+					defer tokens.Close()
+					authorize = publish.TokenAuthorizer(tokens, *tokenCache)
+				}
 				logger := slog.New(slog.NewTextHandler(env.Stderr, nil))
 				srv, err := publish.New(store, publish.Options{
 					StoreDir:    dir,
@@ -87,6 +107,7 @@ works as for silo serve; --listen unix:/path listens on a unix socket.`,
 					Priority:    *priority,
 					Compression: *compression,
 					MaxStreams:  *maxStreams,
+					Authorize:   authorize,
 					Logger:      logger,
 				})
 				if err != nil {

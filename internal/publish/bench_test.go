@@ -38,3 +38,38 @@ func BenchmarkNarinfo(b *testing.B) {
 		}
 	})
 }
+
+// BenchmarkNarinfoHTTP measures narinfo answers over loopback HTTP with 16
+// keep-alive connections, client and server in this process.
+func BenchmarkNarinfoHTTP(b *testing.B) {
+	n := nixtest.Require(b)
+	p := n.Build("bench-narinfo", `echo x > $out`)
+	store, err := localstore.OpenDB(storepath.DefaultDir, "")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer store.Close()
+	srv, err := New(store, Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	hs := httptest.NewServer(srv)
+	defer hs.Close()
+	url := hs.URL + "/" + hashPart(p) + ".narinfo"
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 16, MaxConnsPerHost: 16}}
+	b.SetParallelism(8) // 16 goroutines on 2 cores
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			resp, err := client.Get(url)
+			if err != nil {
+				b.Fatal(err)
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				b.Fatalf("status %d", resp.StatusCode)
+			}
+		}
+	})
+}

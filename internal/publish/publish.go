@@ -1,21 +1,24 @@
 // Package publish serves a local Nix store as a read-only binary cache, the
 // way nix-serve and harmonia do: nix-cache-info, a narinfo for every valid
-// path, NARs dumped on the fly from the file system, .ls listings and build
-// logs.
+// path, NARs written on the fly from the file system, .ls listings and build
+// logs, optionally only to holders of a silo token.
 //
 // Invariants:
 //   - Read-only: nothing here writes to the store, its database or its logs.
-//     Every request asks the store afresh whether a path is valid, so a path
-//     deleted while the server runs is a 404 from then on.
+//     Validity is the store's answer, or a cached one only while the path's
+//     root on disk is the same inode with the same ctime (infoCache), so a
+//     path deleted, or deleted and rebuilt, is never answered from before.
 //   - A NAR response that completes (all of Content-Length, or the final
-//     chunk) carries exactly the NAR the narinfo promised: the stream is
-//     hashed as it is dumped and its final byte is held back until size and
-//     NarHash match the store's record. A path that vanishes or changes
-//     mid-stream aborts the connection instead; a truncated or altered NAR
+//     chunk) carries exactly the NAR the narinfo promised. The window's last
+//     byte is held back until the stream is checked: the first time a path
+//     is sent, by hashing every byte against NarHash; afterwards, by a digest
+//     of every object's inode, size, mode and times, which any write,
+//     replacement, addition or removal changes. A path that vanishes or
+//     changes mid-stream aborts the connection; a truncated or altered NAR
 //     never ends in a clean 200.
-//   - Memory does not grow with NAR size: NARs stream from nar.Dump through
-//     fixed buffers, listings and logs stream too, and at most
-//     Options.MaxStreams NARs are dumped at once.
+//   - Memory does not grow with NAR size: NARs stream through fixed, pooled
+//     buffers (file contents mostly by sendfile), listings and logs stream
+//     too, and at most Options.MaxStreams NARs are sent at once.
 //   - Narinfos keep every signature the store holds and add one per
 //     configured key; signatures depend only on the key and the path's
 //     fingerprint, so they are cached by fingerprint.
@@ -76,10 +79,11 @@ type Options struct {
 	// MaxStreams bounds how many NARs are dumped at once; others wait.
 	// 0 means 64.
 	MaxStreams int
-	// Authorize, if set, decides whether a request may read the cache;
-	// it is asked for every path except /healthz and /metrics. A refused
-	// request gets 401, which Nix treats as "not in this cache".
-	Authorize func(r *http.Request) bool
+	// Authorize, if set, decides whether a request may read the cache
+	// (see TokenAuthorizer); it is asked for every path except /healthz
+	// and /metrics. A refused request gets 401 with the error's text,
+	// which Nix treats as "not in this cache".
+	Authorize func(r *http.Request) error
 	// Logger receives one line per failed or aborted request; nil means
 	// slog.Default().
 	Logger *slog.Logger
@@ -179,10 +183,13 @@ func (s *Server) guarded(kind string, h func(w *statusWriter, r *http.Request)) 
 			}
 			s.metrics.request(sw.kind, sw.code())
 		}()
-		if s.opts.Authorize != nil && !s.opts.Authorize(r) {
-			sw.Header().Set("WWW-Authenticate", `Basic realm="silo publish"`)
-			http.Error(sw, "this cache needs a read token (netrc password)", http.StatusUnauthorized)
-			return
+		if s.opts.Authorize != nil {
+			if err := s.opts.Authorize(r); err != nil {
+				sw.Header().Set("WWW-Authenticate", `Basic realm="silo publish"`)
+				sw.Header().Set("Cache-Control", "no-store")
+				http.Error(sw, err.Error(), http.StatusUnauthorized)
+				return
+			}
 		}
 		h(sw, r)
 	}

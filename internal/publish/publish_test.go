@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -13,11 +14,15 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/klauspost/compress/zstd"
 
+	"github.com/silo-cache/silo/internal/auth"
 	"github.com/silo-cache/silo/internal/localstore"
+	"github.com/silo-cache/silo/internal/meta"
+	"github.com/silo-cache/silo/internal/meta/sqlite"
 	"github.com/silo-cache/silo/internal/nixtest"
 	"github.com/silo-cache/silo/internal/signature"
 	"github.com/silo-cache/silo/internal/storepath"
@@ -508,5 +513,81 @@ func TestRebuilt(t *testing.T) {
 	}
 	if resp, body := get(t, "GET", cur); resp.StatusCode != 200 || dump(t, f.n, p) != string(body) {
 		t.Errorf("new NAR URL after rebuild: %s, or body differs from nix-store --dump", resp.Status)
+	}
+}
+
+// TestTokens makes the store private with silo serve's token model and has
+// the real Nix substitute with a token in its netrc file.
+func TestTokens(t *testing.T) {
+	ctx := context.Background()
+	tokens, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "silo.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tokens.Close()
+	mint := func(pattern string, perms meta.Perm, expires time.Time) string {
+		text, rec, err := auth.NewRandom(pattern, perms, expires, "test")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := tokens.CreateToken(ctx, rec); err != nil {
+			t.Fatal(err)
+		}
+		return text
+	}
+	good := mint("publish", meta.PermPull, time.Time{})
+	glob := mint("pub*", meta.PermPush, time.Time{})
+	other := mint("elsewhere", meta.PermPull, time.Time{})
+	expired := mint("publish", meta.PermPull, time.Now().Add(-time.Minute))
+	f := newFixture(t, Options{Authorize: TokenAuthorizer(tokens, "publish")})
+	narinfo := f.url + "/" + hashPart(f.top) + ".narinfo"
+
+	tests := []struct {
+		name   string
+		header string
+		status int
+	}{
+		{"no token", "", 401},
+		{"pull token as netrc password", "Authorization: Basic " + base64.StdEncoding.EncodeToString([]byte(":"+good)), 200},
+		{"bearer", "Authorization: Bearer " + good, 200},
+		{"push on a matching pattern", "Authorization: Bearer " + glob, 200},
+		{"token for another cache", "Authorization: Bearer " + other, 401},
+		{"expired", "Authorization: Bearer " + expired, 401},
+		{"tampered", "Authorization: Bearer " + good[:len(good)-1] + "x", 401},
+		{"not a token", "Authorization: Bearer hunter2", 401},
+	}
+	for _, tt := range tests {
+		var hdrs []string
+		if tt.header != "" {
+			hdrs = append(hdrs, tt.header)
+		}
+		if resp, body := get(t, "GET", narinfo, hdrs...); resp.StatusCode != tt.status {
+			t.Errorf("%s: %s %s, want %d", tt.name, resp.Status, body, tt.status)
+		}
+	}
+	if resp, _ := get(t, "GET", f.url+"/healthz"); resp.StatusCode != 200 {
+		t.Errorf("/healthz needs no token, got %s", resp.Status)
+	}
+
+	host := strings.TrimPrefix(f.url, "http://")
+	host = host[:strings.IndexByte(host, ':')]
+	for _, tt := range []struct {
+		name, token, wantErr string
+	}{
+		{"right token", good, ""},
+		{"wrong token", other, "there is no substituter that can build it"},
+	} {
+		t.Run("nix copy with "+tt.name, func(t *testing.T) {
+			netrc := filepath.Join(t.TempDir(), "netrc")
+			os.WriteFile(netrc, []byte("machine "+host+" password "+tt.token+"\n"), 0o600)
+			_, err := f.n.Try("nix", "copy", "--from", f.url, "--to", t.TempDir(), "--option", "netrc-file", netrc,
+				"--option", "trusted-public-keys", f.key.Public().String(), f.top)
+			if tt.wantErr == "" && err != nil {
+				t.Fatal(err)
+			}
+			if tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)) {
+				t.Fatalf("nix copy with a token for another cache: err %v, want %q", err, tt.wantErr)
+			}
+		})
 	}
 }
