@@ -84,11 +84,10 @@ func (s *Server) serveNAR(w *statusWriter, r *http.Request) {
 	} else {
 		h.Set("Content-Length", strconv.FormatUint(win.to-win.from, 10))
 	}
+	w.WriteHeader(status)
 	if r.Method == http.MethodHead {
-		w.WriteHeader(status)
 		return
 	}
-	w.WriteHeader(status)
 	s.stream(w, r, info, real, win, zstdEncoded)
 }
 

@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -589,5 +590,57 @@ func TestTokens(t *testing.T) {
 				t.Fatalf("nix copy with a token for another cache: err %v, want %q", err, tt.wantErr)
 			}
 		})
+	}
+}
+
+// cutWriter passes on the first n bytes of a response, then aborts it.
+type cutWriter struct {
+	http.ResponseWriter
+	n int
+}
+
+func (w *cutWriter) Write(p []byte) (int, error) {
+	if len(p) >= w.n {
+		w.ResponseWriter.Write(p[:w.n])
+		w.ResponseWriter.(http.Flusher).Flush()
+		panic(http.ErrAbortHandler)
+	}
+	w.n -= len(p)
+	return w.ResponseWriter.Write(p)
+}
+
+// TestNixResumes cuts the first NAR download short: the real Nix retries
+// from where it stopped with a Range request, and the restored path is
+// intact.
+func TestNixResumes(t *testing.T) {
+	f := newFixture(t, Options{})
+	var mu sync.Mutex
+	var ranges []string
+	cut := false
+	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !strings.HasPrefix(r.URL.Path, "/nar/") || !strings.Contains(r.URL.Path, hashPart(f.top)) {
+			f.srv.ServeHTTP(w, r)
+			return
+		}
+		mu.Lock()
+		ranges = append(ranges, r.Header.Get("Range"))
+		first := !cut
+		cut = true
+		mu.Unlock()
+		if first {
+			w = &cutWriter{ResponseWriter: w, n: 100000}
+		}
+		f.srv.ServeHTTP(w, r)
+	}))
+	defer hs.Close()
+	dst := t.TempDir()
+	f.n.Run("nix", "copy", "--from", hs.URL, "--to", dst, "--option", "trusted-public-keys", f.key.Public().String(), f.top)
+	if got, want := dump(t, f.n, filepath.Join(dst, f.top)), dump(t, f.n, f.top); got != want {
+		t.Error("path restored after a resumed download differs from the original")
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(ranges) != 2 || ranges[0] != "" || ranges[1] != "bytes=100000-" {
+		t.Errorf("NAR requests had Range headers %q, want a whole request then bytes=100000-", ranges)
 	}
 }

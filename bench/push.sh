@@ -1,0 +1,106 @@
+#!/usr/bin/env bash
+# Benchmarks `silo push` against `nix copy --to` pushing the same closure
+# into the same silo server (silo serve), each run into a fresh cache, both
+# with zstd at its default level (Nix: ?compression=zstd; silo push always
+# uploads zstd). Wall time of each push, best of $RUNS alternating runs.
+#
+# The closure: $PATHS small paths of varied size and file count, $LARGE
+# large ones ($LARGE_MB MiB each, half compressible), and a root. Afterwards
+# both caches must hold the whole closure (nix path-info --store on each).
+#
+# Target (issue 4): silo push at least 2x faster than nix copy.
+# Needs root and the real Nix (it builds the closure into /nix/store).
+#
+#   bench/push.sh                        # defaults below
+#   PATHS=400 LARGE=4 LARGE_MB=64 RUNS=3 bench/push.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PATHS=${PATHS:-300}
+LARGE=${LARGE:-4}
+LARGE_MB=${LARGE_MB:-32}
+RUNS=${RUNS:-2}
+JOBS=${JOBS:-8}
+export NIX_CONFIG=$'experimental-features = nix-command\nsandbox = false\nbuild-users-group =\nsubstituters =\nnarinfo-cache-positive-ttl = 0\nnarinfo-cache-negative-ttl = 0\n'
+
+work=$(mktemp -d /tmp/silo-bench-push.XXXXXX)
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+go build -o "$work/silo" ./cmd/silo
+silo=$work/silo
+export HOME=$work/home XDG_CONFIG_HOME=$work/config XDG_CACHE_HOME=$work/cache
+mkdir -p "$HOME"
+
+# --- the closure
+nonce=$(head -c 8 /dev/urandom | od -An -tx1 | tr -d ' \n')
+cat > "$work/root.nix" <<NIX
+let mk = name: script: deps: derivation { inherit name deps; system = builtins.currentSystem;
+  builder = "/bin/sh"; nonce = "$nonce"; args = ["-c" ("export PATH=/usr/bin:/bin; mkdir -p \$out/d; " + script)]; };
+  leaves = import $work/leaves.nix mk;
+in mk "push-root" "echo \$deps > \$out/d/deps" leaves
+NIX
+{
+  echo 'mk: ['
+  for ((i = 0; i < PATHS; i++)); do
+    if ((i < LARGE)); then
+      # half random bytes, half their hex dump: compresses to about 70%
+      half=$((LARGE_MB << 19))
+      echo "  (mk \"push-large-$i\" \"head -c $half /dev/urandom > \$out/d/r; od -An -tx1 \$out/d/r | head -c $half > \$out/d/t\" [])"
+    else
+      files=$((1 + i % 7)); size=$((512 + (i * 7919) % 131072))
+      echo "  (mk \"push-$i\" \"for f in \$(seq $files); do head -c $size /dev/urandom | od -An -tx1 | head -c $size > \$out/d/f\$f; done\" [])"
+    fi
+  done
+  echo ']'
+} > "$work/leaves.nix"
+echo "push.sh: building a closure of $((PATHS + 1)) paths ($LARGE of $LARGE_MB MiB)..." >&2
+root=$(nix build --max-jobs 2 --no-link --json --impure -f "$work/root.nix" | sed -n 's/.*"out":"\([^"]*\)".*/\1/p')
+count=$(nix-store -qR "$root" | wc -l)
+total=$(nix path-info -S "$root" | awk '{print $2}')
+echo "push.sh: closure of $count paths, $((total >> 20)) MiB of NARs" >&2
+
+# --- the server, one fresh cache per push
+port=$((20000 + RANDOM % 10000))
+url=http://127.0.0.1:$port
+"$silo" serve --data-dir "$work/data" --listen "127.0.0.1:$port" 2>"$work/serve.log" &
+pids+=($!)
+for _ in $(seq 50); do curl -sf "$url/healthz" >/dev/null && break; sleep 0.1; done
+newcache() { # newcache NAME: creates the cache and a push token; prints the token
+  "$silo" cache create "$1" --public --data-dir "$work/data" >/dev/null 2>&1
+  "$silo" token create --cache "$1" --push --data-dir "$work/data" 2>/dev/null
+}
+
+seconds() { # seconds CMD...: wall time of a command, in seconds
+  local t0 t1
+  t0=$(date +%s%N)
+  "$@" >>"$work/push.log" 2>&1
+  t1=$(date +%s%N)
+  echo "scale=3; ($t1 - $t0) / 1000000000" | bc
+}
+best_nix=; best_silo=
+for ((r = 0; r < RUNS; r++)); do
+  tok=$(newcache "nix$r")
+  printf 'machine 127.0.0.1 password %s\n' "$tok" > "$work/netrc"
+  t=$(seconds nix copy --to "$url/nix$r?compression=zstd" --option netrc-file "$work/netrc" "$root")
+  echo "run $r: nix copy --to   $t s" | tee -a "$work/results"
+  best_nix=$(echo "$t" "$best_nix" | awk '{ print ($2 == "" || $1 < $2) ? $1 : $2 }')
+
+  tok=$(newcache "silo$r")
+  "$silo" login "silo$r" "$url/silo$r" "$tok" 2>/dev/null
+  t=$(seconds "$silo" push --to "silo$r" --jobs "$JOBS" "$root")
+  echo "run $r: silo push      $t s" | tee -a "$work/results"
+  best_silo=$(echo "$t" "$best_silo" | awk '{ print ($2 == "" || $1 < $2) ? $1 : $2 }')
+
+  for c in "nix$r" "silo$r"; do
+    n=$(nix path-info -r --store "$url/$c" "$root" 2>/dev/null | wc -l)
+    [ "$n" -eq "$count" ] || { echo "push.sh: cache $c holds $n of $count paths" >&2; tail -20 "$work/push.log" >&2; exit 1; }
+  done
+done
+echo
+echo "closure: $count paths, $((total >> 20)) MiB of NARs; silo push --jobs $JOBS; best of $RUNS alternating runs; load average $(cut -d' ' -f1-3 /proc/loadavg)"
+awk -v n="$best_nix" -v s="$best_silo" 'BEGIN { printf "nix copy %.2f s, silo push %.2f s: silo push %.2fx faster (target >= 2)\n", n, s, n / s }'
