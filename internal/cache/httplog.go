@@ -14,6 +14,7 @@ import (
 
 // reqInfo collects what a request's log line reports beyond the basics.
 type reqInfo struct {
+	gen   uint64 // of the server's view, see view.sync
 	id    string
 	token string
 	err   error

@@ -30,7 +30,7 @@ func (s *Server) getNarInfo(w http.ResponseWriter, r *http.Request, c meta.Cache
 	if err != nil {
 		return err
 	}
-	p, err := s.meta.Path(r.Context(), c.ID, h)
+	p, err := s.view.path(r.Context(), infoOf(r).gen, c.ID, h)
 	if errors.Is(err, meta.ErrNotFound) {
 		return errorf(http.StatusNotFound, "cache %s has no path with hash part %s", c.Name, h)
 	}

@@ -64,6 +64,7 @@ type Server struct {
 	blobs   blob.Store
 	log     *slog.Logger
 	metrics *metrics
+	view    *view
 	gcMu    sync.RWMutex
 	now     func() time.Time
 }
@@ -90,6 +91,7 @@ func New(opts Options) (*Server, error) {
 	}
 	s := &Server{opts: opts, meta: opts.Meta, blobs: opts.Blobs, log: opts.Logger, now: time.Now}
 	s.metrics = newMetrics(opts.Registry, opts.Meta)
+	s.view = newView(opts.Meta)
 	return s, nil
 }
 
@@ -171,7 +173,12 @@ func (s *Server) route(w http.ResponseWriter, r *http.Request) (string, error) {
 	if err := ValidCacheName(name); err != nil {
 		return kind, errorf(http.StatusNotFound, "no cache named %q", name)
 	}
-	c, err := s.meta.Cache(r.Context(), name)
+	gen, err := s.view.sync(r.Context())
+	if err != nil {
+		return kind, internal("read metadata version", err)
+	}
+	infoOf(r).gen = gen
+	c, err := s.view.cache(r.Context(), gen, name)
 	if errors.Is(err, meta.ErrNotFound) {
 		return kind, errorf(http.StatusNotFound, "no cache named %q on this server (create it with: silo cache create %s)", name, name)
 	}
@@ -276,7 +283,7 @@ func (s *Server) authorize(r *http.Request, c meta.Cache, need meta.Perm) error 
 	if err != nil {
 		return &httpError{status: http.StatusUnauthorized, msg: "the credentials presented are not a silo token (" + err.Error() + ")"}
 	}
-	rec, err := s.meta.Token(r.Context(), id)
+	rec, err := s.view.token(r.Context(), infoOf(r).gen, id)
 	if errors.Is(err, meta.ErrNotFound) {
 		// Spend the time a comparison would, so that probing IDs learns nothing.
 		auth.Check(meta.Token{Hash: make([]byte, 32)}, text, s.now())

@@ -12,7 +12,9 @@
 //   - Cache IDs are never reused, so a record keyed by a deleted cache's ID
 //     can never surface under a new cache of the same name.
 //   - Writes by another process (the admin commands) are seen by the next
-//     call: a Store caches nothing.
+//     call: a Store caches nothing. Version changes with every committed
+//     write, by any process, so that callers can cache records and
+//     re-check them cheaply.
 //   - Missing records are ErrNotFound, name clashes ErrExists.
 package meta
 
@@ -163,6 +165,11 @@ type Store interface {
 	Collect(ctx context.Context, uploadsBefore time.Time) ([]string, error)
 	// BlobInUse reports whether a NAR or log refers to the blob key.
 	BlobInUse(ctx context.Context, key string) (bool, error)
+
+	// Version returns a number that differs from the previous result
+	// whenever a write (by this or any other process) has been committed
+	// since. It is cheap: callers check it on every request.
+	Version(ctx context.Context) (int64, error)
 
 	// Usage returns per-cache sums, ordered by cache name.
 	Usage(ctx context.Context) ([]Usage, error)

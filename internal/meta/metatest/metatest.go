@@ -34,6 +34,7 @@ func Run(t *testing.T, open func(t *testing.T) meta.Store) {
 		{"Collect", testCollect},
 		{"Logs", testLogs},
 		{"Usage", testUsage},
+		{"Version", testVersion},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -450,5 +451,42 @@ func testUsage(t *testing.T, s meta.Store) {
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("Usage (-want +got):\n%s", diff)
+	}
+}
+
+func testVersion(t *testing.T, s meta.Store) {
+	version := func() int64 {
+		t.Helper()
+		v, err := s.Version(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	v0 := version()
+	if v := version(); v != v0 {
+		t.Errorf("Version changed from %d to %d without a write", v0, v)
+	}
+	writes := []struct {
+		name  string
+		write func()
+	}{
+		{"CreateCache", func() { mustCache(t, s, "v") }},
+		{"CreateToken", func() {
+			s.CreateToken(ctx, meta.Token{ID: "v", Hash: make([]byte, 32), CachePattern: "*", Perms: meta.PermPull})
+		}},
+		{"DeleteToken", func() { s.DeleteToken(ctx, "v") }},
+		{"AddUpload", func() { c, _ := s.Cache(ctx, "v"); upload(t, s, c.ID, 1, "nar/v") }},
+		{"PutPath", func() { c, _ := s.Cache(ctx, "v"); putPath(t, s, c.ID, 1, 1) }},
+		{"DeleteCache", func() { s.DeleteCache(ctx, "v") }},
+	}
+	prev := v0
+	for _, w := range writes {
+		w.write()
+		v := version()
+		if v == prev {
+			t.Errorf("Version unchanged (%d) after %s", v, w.name)
+		}
+		prev = v
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/silo-cache/silo/internal/meta"
@@ -27,6 +28,13 @@ type Store struct {
 	db   *sql.DB
 	path string
 	hot  map[string]*sql.Stmt
+
+	// version watches PRAGMA data_version on a connection of its own, on
+	// which nothing is ever written: it changes with every commit made
+	// through any other connection, in this process or another.
+	versionMu   sync.Mutex
+	versionConn *sql.Conn
+	versionStmt *sql.Stmt
 }
 
 // Open opens (creating if needed) the database at path and brings its
@@ -59,11 +67,36 @@ func Open(ctx context.Context, path string) (*Store, error) {
 		}
 		s.hot[name] = st
 	}
+	if s.versionConn, err = db.Conn(ctx); err == nil {
+		s.versionStmt, err = s.versionConn.PrepareContext(ctx, "PRAGMA data_version")
+	}
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("open metadata %s: %w", path, err)
+	}
 	return s, nil
 }
 
 // Close closes the database.
-func (s *Store) Close() error { return s.db.Close() }
+func (s *Store) Close() error {
+	s.versionMu.Lock()
+	s.versionStmt.Close()
+	s.versionConn.Close()
+	s.versionMu.Unlock()
+	return s.db.Close()
+}
+
+// Version returns SQLite's data_version as seen by a connection that
+// never writes.
+func (s *Store) Version(ctx context.Context) (int64, error) {
+	s.versionMu.Lock()
+	defer s.versionMu.Unlock()
+	var v int64
+	if err := s.versionStmt.QueryRowContext(ctx).Scan(&v); err != nil {
+		return 0, fmt.Errorf("read data version: %w", err)
+	}
+	return v, nil
+}
 
 // schema lists the migrations; schema[i] takes user_version i to i+1.
 var schema = []string{`

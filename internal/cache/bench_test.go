@@ -1,0 +1,32 @@
+package cache
+
+import (
+	"net/http"
+	"net/http/httptest"
+	"testing"
+	"time"
+
+	"github.com/silo-cache/silo/internal/compress"
+	"github.com/silo-cache/silo/internal/meta"
+)
+
+// BenchmarkNarInfo measures the server side of a narinfo GET, without
+// the network: the path bench/serve.sh compares with nginx.
+func BenchmarkNarInfo(b *testing.B) {
+	t := &testing.T{}
+	e := newEnv(t, Options{})
+	e.cache("main", true)
+	tok := e.token("main", meta.PermPush, time.Time{})
+	u := newUpload(t, "bench", fileNAR("bench"), compress.Zstd)
+	e.push("main", tok, u)
+	req := httptest.NewRequest("GET", "/main/"+u.narinfoPath(), nil)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		w := httptest.NewRecorder()
+		e.srv.ServeHTTP(w, req)
+		if w.Code != http.StatusOK {
+			b.Fatalf("status %d", w.Code)
+		}
+	}
+}
