@@ -199,3 +199,25 @@ func TestNixConcurrentPush(t *testing.T) {
 		t.Errorf("after the concurrent pushes the cache lacks %v (%v)", missing, err)
 	}
 }
+
+// A content-addressed path (nix-store --add) carries a CA field, which
+// the server checks against the store path before accepting it.
+func TestNixContentAddressed(t *testing.T) {
+	e := newNixEnv(t)
+	n := e.n
+	dir := filepath.Join(t.TempDir(), "ca-src")
+	os.MkdirAll(filepath.Join(dir, "sub"), 0o755)
+	os.WriteFile(filepath.Join(dir, "sub", "file"), []byte(nixtest.Nonce()), 0o644)
+	p := strings.TrimSpace(n.Run("nix-store", "--add", dir))
+	e.cache("main", true)
+	n.Run("nix", "copy", "--to", e.url("main")+"?compression=zstd", "--option", "netrc-file", e.netrc, p)
+	st, info := e.do("GET", "/main/"+strings.TrimPrefix(p, "/nix/store/")[:32]+".narinfo", "", nil)
+	if st != 200 || !strings.Contains(info, "CA: fixed:r:sha256:") {
+		t.Fatalf("narinfo of a content-addressed path = %d:\n%s", st, info)
+	}
+	store := filepath.Join(t.TempDir(), "store")
+	n.Run("nix", "copy", "--from", e.url("main"), "--to", store, p)
+	if got, want := n.Run("nix-store", "--dump", filepath.Join(store, p)), n.Run("nix-store", "--dump", p); got != want {
+		t.Errorf("content-addressed path pulled back differs")
+	}
+}

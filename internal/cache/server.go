@@ -12,9 +12,12 @@
 //   - Narinfos served describe what is served: the stored file's URL,
 //     compression, hash and size, the uploader's signatures and the
 //     cache's own.
-//   - Caches and tokens are read from the meta.Store on every request, so
-//     admin commands take effect at once. A private cache answers 401 to
-//     every unauthenticated request, existing path or not.
+//   - Every request first checks meta.Version; caches, tokens and
+//     narinfos remembered from earlier requests are dropped when it
+//     changed, so admin commands (token revoke, cache delete) take effect
+//     on the next request. A private cache answers 401 to every
+//     unauthenticated request, existing path or not.
+//   - One server per metadata store (silo serve locks its data directory).
 //   - Only the garbage collector deletes NARs and blobs, holding gcMu
 //     exclusively; uploads hold it shared from the moment they find or
 //     store a NAR until their record is written.
