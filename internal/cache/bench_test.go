@@ -30,3 +30,34 @@ func BenchmarkNarInfo(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkNarInfoHTTP is BenchmarkNarInfo over loopback HTTP with
+// parallel keep-alive clients.
+func BenchmarkNarInfoHTTP(b *testing.B) {
+	t := &testing.T{}
+	e := newEnv(t, Options{})
+	e.cache("main", true)
+	tok := e.token("main", meta.PermPush, time.Time{})
+	u := newUpload(t, "bench", fileNAR("bench"), compress.Zstd)
+	e.push("main", tok, u)
+	url := e.ts.URL + "/main/" + u.narinfoPath()
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
+	b.SetParallelism(8)
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		buf := make([]byte, 4096)
+		for pb.Next() {
+			resp, err := client.Get(url)
+			if err != nil {
+				b.Error(err)
+				return
+			}
+			for {
+				if _, err := resp.Body.Read(buf); err != nil {
+					break
+				}
+			}
+			resp.Body.Close()
+		}
+	})
+}

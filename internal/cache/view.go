@@ -21,6 +21,8 @@ type view struct {
 	gen      uint64
 	version  int64
 	synced   bool
+	arrivals uint64        // requests that called sync
+	check    *versionCheck // the version query in flight, if any
 	caches   map[string]cacheEntry
 	tokens   map[string]tokenEntry
 	narinfos map[narinfoKey]narinfoEntry
@@ -66,18 +68,54 @@ func (v *view) reset() {
 
 // sync checks the metadata version, forgetting everything if it changed,
 // and returns the generation the request's lookups belong to.
+//
+// Concurrent requests share checks: a request waits for a check that
+// began after it arrived (that check sees every write committed before
+// the request), and starts one itself if none has. Under load this makes
+// one version query serve many requests, without ever answering from a
+// check older than the request.
 func (v *view) sync(ctx context.Context) (uint64, error) {
-	ver, err := v.meta.Version(ctx)
-	if err != nil {
-		return 0, err
-	}
 	v.mu.Lock()
-	defer v.mu.Unlock()
-	if !v.synced || ver != v.version {
-		v.reset()
-		v.version, v.synced = ver, true
+	v.arrivals++
+	arrival := v.arrivals
+	for {
+		c := v.check
+		switch {
+		case c != nil && c.startedAfter >= arrival:
+			// A check that began after we arrived: its answer will do.
+			v.mu.Unlock()
+			<-c.done
+			return c.gen, c.err
+		case c != nil:
+			// A check older than us: wait for it, then check again.
+			v.mu.Unlock()
+			<-c.done
+			v.mu.Lock()
+			continue
+		}
+		c = &versionCheck{done: make(chan struct{}), startedAfter: v.arrivals}
+		v.check = c
+		v.mu.Unlock()
+		ver, err := v.meta.Version(ctx)
+		v.mu.Lock()
+		if err == nil && (!v.synced || ver != v.version) {
+			v.reset()
+			v.version, v.synced = ver, true
+		}
+		c.gen, c.err = v.gen, err
+		v.check = nil
+		v.mu.Unlock()
+		close(c.done)
+		return c.gen, c.err
 	}
-	return v.gen, nil
+}
+
+// versionCheck is one meta.Version query that requests share.
+type versionCheck struct {
+	done         chan struct{}
+	startedAfter uint64 // the arrivals counted when it began
+	gen          uint64
+	err          error
 }
 
 // cacheable reports whether a lookup's result may be remembered: found,
