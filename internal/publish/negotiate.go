@@ -88,11 +88,12 @@ func acceptsZstd(r *http.Request) bool {
 	return false
 }
 
-// encoders holds zstd encoders for reuse: each holds a few MiB of tables.
-// They run in the caller's goroutine (concurrency 1), so a response costs
-// one core at most, and are reset before every use.
+// encoders holds zstd encoders for reuse. They run in the caller's
+// goroutine (concurrency 1), so a response costs one core at most, and a
+// 2 MiB window keeps each one's memory to a few MiB.
 var encoders = sync.Pool{New: func() any {
-	enc, err := zstd.NewWriter(nil, zstd.WithEncoderConcurrency(1), zstd.WithEncoderLevel(zstd.SpeedDefault))
+	enc, err := zstd.NewWriter(nil, zstd.WithEncoderConcurrency(1), zstd.WithEncoderLevel(zstd.SpeedDefault),
+		zstd.WithWindowSize(2<<20), zstd.WithLowerEncoderMem(true))
 	if err != nil {
 		panic("publish: zstd encoder options: " + err.Error())
 	}

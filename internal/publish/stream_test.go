@@ -4,6 +4,9 @@ import (
 	"bytes"
 	"context"
 	"math/rand/v2"
+	"net/http/httptest"
+	"runtime"
+	"strings"
 	"testing"
 
 	"github.com/silo-cache/silo/internal/hash"
@@ -79,6 +82,43 @@ func TestStreamMatchesNix(t *testing.T) {
 				t.Fatalf("%s: window [%d, %d) differs from nix-store --dump", p, from, to)
 			}
 			ns.done()
+		}
+	}
+}
+
+// TestStreamMemory checks that sending a NAR allocates far less than the
+// NAR's size, hashing or not, plain or zstd-encoded.
+func TestStreamMemory(t *testing.T) {
+	n := nixtest.Require(t)
+	srv, p, _ := chrootStore(t, n, 16, 4<<20) // a 64 MiB NAR
+	hs := httptest.NewServer(srv)
+	defer hs.Close()
+	_, body := get(t, "GET", hs.URL+"/"+hashPart(p)+".narinfo")
+	var u string
+	for _, line := range strings.Split(string(body), "\n") {
+		if v, ok := strings.CutPrefix(line, "URL: "); ok {
+			u = hs.URL + "/" + v
+		}
+	}
+	for _, tt := range []struct {
+		name    string
+		headers []string
+	}{
+		{"first, hashed", nil},
+		{"verified, sendfile", nil},
+		{"zstd", []string{"Accept-Encoding: zstd"}},
+	} {
+		var before, after runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&before)
+		if !completes(t, u, tt.headers...) {
+			t.Fatalf("%s: NAR response did not complete", tt.name)
+		}
+		runtime.ReadMemStats(&after)
+		alloc := after.TotalAlloc - before.TotalAlloc
+		t.Logf("%s: %d KiB allocated", tt.name, alloc>>10)
+		if alloc > 16<<20 {
+			t.Errorf("%s: sending a 64 MiB NAR allocated %d MiB", tt.name, alloc>>20)
 		}
 	}
 }
