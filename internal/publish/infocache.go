@@ -29,6 +29,7 @@ type infoCache struct {
 type cachedInfo struct {
 	info    *localstore.PathInfo
 	narinfo []byte
+	length  string // of narinfo, for Content-Length
 	dev     uint64
 	ino     uint64
 	ctime   unix.Timespec

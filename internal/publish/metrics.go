@@ -3,6 +3,7 @@ package publish
 import (
 	"net/http"
 	"strconv"
+	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -12,10 +13,11 @@ import (
 // metrics are the server's Prometheus metrics, in a registry of its own so
 // that several servers (tests) do not collide.
 type metrics struct {
-	reg      *prometheus.Registry
-	requests *prometheus.CounterVec
-	narBytes prometheus.Counter
-	aborted  *prometheus.CounterVec
+	reg       *prometheus.Registry
+	requests  *prometheus.CounterVec
+	narBytes  prometheus.Counter
+	aborted   *prometheus.CounterVec
+	byRequest sync.Map // requestKey -> prometheus.Counter
 	// infoCache counts lookups answered from the cache (hit) or the store (miss).
 	infoCache *prometheus.CounterVec
 }
@@ -48,7 +50,19 @@ func newMetrics() *metrics {
 }
 
 func (m *metrics) request(kind string, code int) {
-	m.requests.WithLabelValues(kind, strconv.Itoa(code)).Inc()
+	key := requestKey{kind, code}
+	c, ok := m.byRequest.Load(key)
+	if !ok {
+		c, _ = m.byRequest.LoadOrStore(key, m.requests.WithLabelValues(kind, strconv.Itoa(code)))
+	}
+	c.(prometheus.Counter).Inc()
+}
+
+// requestKey names one of the requests counters, which are looked up once
+// and kept: resolving label values costs more than a narinfo answer.
+type requestKey struct {
+	kind string
+	code int
 }
 
 func (m *metrics) handler() http.Handler {

@@ -3,7 +3,6 @@ package publish
 import (
 	"net/http"
 	"slices"
-	"strconv"
 	"sync"
 
 	"github.com/silo-cache/silo/internal/localstore"
@@ -17,14 +16,20 @@ func (s *Server) serveNarinfo(w *statusWriter, r *http.Request, hp string) {
 	if e == nil {
 		return
 	}
-	body := e.narinfo
 	h := w.Header()
-	h.Set("Content-Type", "text/x-nix-narinfo")
-	h.Set("Content-Length", strconv.Itoa(len(body)))
-	// Short: a path may be deleted, or deleted and built again differently.
-	h.Set("Cache-Control", "public, max-age=60")
-	w.Write(body)
+	h["Content-Type"] = narinfoType
+	h["Content-Length"] = []string{e.length}
+	h["Cache-Control"] = narinfoCacheControl
+	w.Write(e.narinfo)
 }
+
+// Header values of every narinfo answer, shared: net/http only reads them
+// (and an append would copy: each slice is full).
+var (
+	narinfoType = []string{"text/x-nix-narinfo"}
+	// Short: a path may be deleted, or deleted and built again differently.
+	narinfoCacheControl = []string{"public, max-age=60"}
+)
 
 // narinfo returns the narinfo for info: NAR URL in nix-serve's form
 // (nar/<hashpart>-<narhash>.nar, plus .zst when compressed URLs are

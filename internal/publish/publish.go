@@ -265,7 +265,8 @@ func (s *Server) lookup(w http.ResponseWriter, r *http.Request, hp string) *cach
 	}
 	switch {
 	case err == nil:
-		e := &cachedInfo{info: info, narinfo: []byte(s.narinfo(info).String())}
+		ni := s.narinfo(info).String()
+		e := &cachedInfo{info: info, narinfo: []byte(ni), length: strconv.Itoa(len(ni))}
 		if onDisk {
 			e.dev, e.ino, e.ctime, e.expires = st.Dev, st.Ino, st.Ctim, now.Add(infoTTL)
 			s.infos.put(hp, e)
