@@ -4,6 +4,8 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/silo-cache/silo/internal/localstore"
@@ -72,4 +74,43 @@ func BenchmarkNarinfoHTTP(b *testing.B) {
 			}
 		}
 	})
+}
+
+// BenchmarkNARHTTP measures sending a verified 32 MiB NAR over loopback
+// HTTP (file contents by sendfile), client in this process.
+func BenchmarkNARHTTP(b *testing.B) {
+	n := nixtest.Require(b)
+	srv, p, _ := chrootStore(b, n, 8, 4<<20)
+	hs := httptest.NewServer(srv)
+	defer hs.Close()
+	resp, err := http.Get(hs.URL + "/" + hashPart(p) + ".narinfo")
+	if err != nil {
+		b.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	var url string
+	var size int64
+	for _, line := range strings.Split(string(body), "\n") {
+		if v, ok := strings.CutPrefix(line, "URL: "); ok {
+			url = hs.URL + "/" + v
+		}
+		if v, ok := strings.CutPrefix(line, "NarSize: "); ok {
+			size, _ = strconv.ParseInt(v, 10, 64)
+		}
+	}
+	b.SetBytes(size)
+	buf := make([]byte, 256<<10)
+	b.ResetTimer()
+	for b.Loop() {
+		resp, err := http.Get(url)
+		if err != nil {
+			b.Fatal(err)
+		}
+		got, err := io.CopyBuffer(struct{ io.Writer }{io.Discard}, resp.Body, buf)
+		resp.Body.Close()
+		if err != nil || got != size {
+			b.Fatalf("read %d of %d bytes: %v", got, size, err)
+		}
+	}
 }

@@ -340,7 +340,7 @@ func TestRoutes(t *testing.T) {
 // chrootStore adds a directory to a fresh chroot store (a store whose files
 // lie under root but are named /nix/store/...) and returns a server over it
 // and the added path. Tests may then tamper with the files on disk.
-func chrootStore(t *testing.T, n *nixtest.Nix, files int, size int) (*Server, string, string) {
+func chrootStore(t testing.TB, n *nixtest.Nix, files int, size int) (*Server, string, string) {
 	t.Helper()
 	root := t.TempDir()
 	src := filepath.Join(t.TempDir(), "tree")
