@@ -356,4 +356,3 @@ func (s *Store) DeleteToken(ctx context.Context, id string) error {
 	}
 	return nil
 }
-
