@@ -195,10 +195,21 @@ func (s *Server) guarded(kind string, h func(w *statusWriter, r *http.Request)) 
 	}
 }
 
+// serveHealth answers /healthz: 200 if the store answers a query (for a
+// path that does not exist), 503 if it does not.
 func (s *Server) serveHealth(w http.ResponseWriter, r *http.Request) {
+	_, err := s.store.QueryPathFromHashPart(r.Context(), healthProbe)
+	if err != nil && !errors.Is(err, localstore.ErrNotFound) {
+		s.log.Error("publish: health check: the store does not answer", "err", err)
+		http.Error(w, "the store does not answer: "+err.Error(), http.StatusServiceUnavailable)
+		return
+	}
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	w.Write([]byte("ok\n"))
 }
+
+// healthProbe is a hash part no real path has (all zero bits).
+const healthProbe = "00000000000000000000000000000000"
 
 func (s *Server) serveCacheInfo(w *statusWriter, r *http.Request) {
 	h := w.Header()

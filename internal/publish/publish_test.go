@@ -644,3 +644,26 @@ func TestNixResumes(t *testing.T) {
 		t.Errorf("NAR requests had Range headers %q, want a whole request then bytes=100000-", ranges)
 	}
 }
+
+// TestHealthStoreDown checks that /healthz reports a store that no longer
+// answers.
+func TestHealthStoreDown(t *testing.T) {
+	nixtest.Require(t)
+	store, err := localstore.OpenDB(storepath.DefaultDir, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := New(store, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := httptest.NewServer(srv)
+	defer hs.Close()
+	if resp, body := get(t, "GET", hs.URL+"/healthz"); resp.StatusCode != 200 {
+		t.Fatalf("/healthz with a working store: %s %s", resp.Status, body)
+	}
+	store.Close()
+	if resp, body := get(t, "GET", hs.URL+"/healthz"); resp.StatusCode != 503 {
+		t.Errorf("/healthz with a closed store: %s %s, want 503", resp.Status, body)
+	}
+}
