@@ -25,6 +25,8 @@ type pushFlags struct {
 	jobs         *int
 	netrcFile    *string
 	tmpDir       *string
+	compression  *string
+	level        *int
 }
 
 func addPushFlags(fs *flag.FlagSet) *pushFlags {
@@ -36,6 +38,8 @@ func addPushFlags(fs *flag.FlagSet) *pushFlags {
 		jobs:         fs.Int("jobs", push.DefaultJobs, "upload at most `N` paths at once"),
 		netrcFile:    fs.String("netrc-file", "", "netrc `FILE` with credentials for HTTP caches (default $NETRC or ~/.netrc); a token saved by silo login wins"),
 		tmpDir:       fs.String("tmp-dir", "", "`DIR` for NARs too big to buffer in memory while they upload (default $TMPDIR or /tmp)"),
+		compression:  fs.String("compression", "zstd", "how NARs are compressed for upload: zstd or none"),
+		level:        fs.Int("compression-level", push.DefaultLevel, "zstd `LEVEL`, 1 (fastest) to 22 (smallest); Nix's own default is 3"),
 	}
 }
 
@@ -58,7 +62,13 @@ func (f *pushFlags) setup(cmd string, env *Env) (*push.Uploader, storepath.Dir, 
 			return nil, "", nil, Usagef("%s: --skip-signed-by: %v", cmd, err)
 		}
 	}
-	u := &push.Uploader{TempDir: *f.tmpDir}
+	if *f.compression != "zstd" && *f.compression != "none" {
+		return nil, "", nil, Usagef("%s: --compression must be zstd or none, got %q", cmd, *f.compression)
+	}
+	if *f.level < 1 || *f.level > 22 {
+		return nil, "", nil, Usagef("%s: --compression-level must be 1 to 22, got %d", cmd, *f.level)
+	}
+	u := &push.Uploader{TempDir: *f.tmpDir, Compression: *f.compression, CompressionLevel: *f.level}
 	if *f.signingKey != "" {
 		k, err := signature.LoadSecretKeyFile(*f.signingKey)
 		if err != nil {

@@ -58,8 +58,10 @@ create table if not exists refs (
 create index if not exists refs_ref on refs(ref);
 `
 
-// db is the queue's SQLite database in WAL mode, synchronous=FULL: a
-// path accepted is on disk before the hook hears "ok".
+// db is the queue's SQLite database in WAL mode with synchronous=NORMAL,
+// as Nix keeps its own database: a commit survives the queue being killed
+// at any point; a power failure may lose the last commits, but then Nix
+// loses the registration of the paths built last as well.
 type db struct {
 	sql  *sql.DB
 	path string
@@ -70,7 +72,7 @@ func openDB(stateDir string) (*db, error) {
 		return nil, fmt.Errorf("create queue state directory: %w", err)
 	}
 	path := filepath.Join(stateDir, "queue.db")
-	u := url.URL{Scheme: "file", Path: path, RawQuery: "_pragma=journal_mode(wal)&_pragma=synchronous(full)&_pragma=busy_timeout(10000)&_pragma=foreign_keys(off)&_txlock=immediate"}
+	u := url.URL{Scheme: "file", Path: path, RawQuery: "_pragma=journal_mode(wal)&_pragma=synchronous(normal)&_pragma=busy_timeout(10000)&_pragma=foreign_keys(off)&_txlock=immediate"}
 	s, err := sql.Open("sqlite", u.String())
 	if err != nil {
 		return nil, fmt.Errorf("open queue database %s: %w", path, err)

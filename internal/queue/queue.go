@@ -4,8 +4,8 @@
 // it without ever slowing or failing a build.
 //
 // Invariants:
-//   - A path is accepted only once it is committed to SQLite (WAL,
-//     synchronous=FULL) or renamed into the spool directory; from then on
+//   - A path is accepted only once it is committed to SQLite (WAL) or
+//     renamed into the spool directory; from then on
 //     it is uploaded eventually, across crashes, restarts and an
 //     unreachable cache (failures retry with capped exponential backoff
 //     and jitter; only a path gone from the local store stops retrying).

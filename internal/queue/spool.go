@@ -24,7 +24,9 @@ func SpoolDir(socket string) string { return socket + ".spool" }
 const spoolExt = ".json"
 
 // writeSpool stores a request as one file in dir, atomically: written
-// under a temporary name, synced, then renamed to <time>-<pid>-<rand>.json.
+// under a temporary name, then renamed to <time>-<pid>-<rand>.json. It does
+// not fsync (like the queue database and Nix's own, it survives a crash of
+// any process, not a power failure): a hook must not wait for the disk.
 func writeSpool(dir string, req enqueueRequest) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("create spool directory: %w", err)
@@ -42,9 +44,6 @@ func writeSpool(dir string, req enqueueRequest) error {
 	}
 	tmp := f.Name()
 	_, err = f.Write(data)
-	if err == nil {
-		err = f.Sync()
-	}
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
