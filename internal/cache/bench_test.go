@@ -13,11 +13,10 @@ import (
 // BenchmarkNarInfo measures the server side of a narinfo GET, without
 // the network: the path bench/serve.sh compares with nginx.
 func BenchmarkNarInfo(b *testing.B) {
-	t := &testing.T{}
-	e := newEnv(t, Options{})
+	e := newEnv(b, Options{})
 	e.cache("main", true)
 	tok := e.token("main", meta.PermPush, time.Time{})
-	u := newUpload(t, "bench", fileNAR("bench"), compress.Zstd)
+	u := newUpload(b, "bench", fileNAR("bench"), compress.Zstd)
 	e.push("main", tok, u)
 	req := httptest.NewRequest("GET", "/main/"+u.narinfoPath(), nil)
 	b.ReportAllocs()
@@ -34,11 +33,10 @@ func BenchmarkNarInfo(b *testing.B) {
 // BenchmarkNarInfoHTTP is BenchmarkNarInfo over loopback HTTP with
 // parallel keep-alive clients.
 func BenchmarkNarInfoHTTP(b *testing.B) {
-	t := &testing.T{}
-	e := newEnv(t, Options{})
+	e := newEnv(b, Options{})
 	e.cache("main", true)
 	tok := e.token("main", meta.PermPush, time.Time{})
-	u := newUpload(t, "bench", fileNAR("bench"), compress.Zstd)
+	u := newUpload(b, "bench", fileNAR("bench"), compress.Zstd)
 	e.push("main", tok, u)
 	url := e.ts.URL + "/main/" + u.narinfoPath()
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}

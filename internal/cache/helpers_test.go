@@ -30,14 +30,14 @@ import (
 
 // testEnv is a server on real SQLite and disk stores in a temp directory.
 type testEnv struct {
-	t     *testing.T
+	t     testing.TB
 	srv   *Server
 	ts    *httptest.Server
 	meta  *sqlite.Store
 	blobs *disk.Store
 }
 
-func newEnv(t *testing.T, opts Options) *testEnv {
+func newEnv(t testing.TB, opts Options) *testEnv {
 	t.Helper()
 	dir := t.TempDir()
 	m, err := sqlite.Open(context.Background(), filepath.Join(dir, "silo.db"))
@@ -153,7 +153,7 @@ func fileNAR(contents string) []byte {
 	return b.Bytes()
 }
 
-func compressed(t *testing.T, method string, data []byte) []byte {
+func compressed(t testing.TB, method string, data []byte) []byte {
 	t.Helper()
 	var buf bytes.Buffer
 	w, err := compress.NewWriter(method, &buf, 0)
@@ -180,7 +180,7 @@ type upload struct {
 
 // newPath makes a random store path name and the upload of nar under it,
 // compressed with method.
-func newUpload(t *testing.T, name string, nar []byte, method string, refs ...storepath.Path) *upload {
+func newUpload(t testing.TB, name string, nar []byte, method string, refs ...storepath.Path) *upload {
 	t.Helper()
 	var rnd [20]byte
 	rand.Read(rnd[:])
