@@ -70,7 +70,8 @@ func (u *usageCollector) Describe(ch chan<- *prometheus.Desc) {
 }
 
 func (u *usageCollector) Collect(ch chan<- prometheus.Metric) {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	// Prometheus gives collectors no context; a timeout bounds the query.
+	ctx, cancel := context.WithTimeout(context.TODO(), 10*time.Second)
 	defer cancel()
 	usage, err := u.meta.Usage(ctx)
 	if err != nil {
