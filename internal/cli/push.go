@@ -30,6 +30,7 @@ type pushFlags struct {
 }
 
 func addPushFlags(fs *flag.FlagSet) *pushFlags {
+	fs.String("config", "", "TOML config `FILE` setting any of these flags (keys are the flag names)")
 	return &pushFlags{
 		to:           fs.String("to", "", "the cache: a `URL` (http://, https://, file:///DIR) or a NAME saved by silo login (required)"),
 		storeDir:     fs.String("store-dir", string(storepath.DefaultDir), "the local Nix store `DIR`"),

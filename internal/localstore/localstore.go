@@ -17,6 +17,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -42,9 +43,9 @@ type PathInfo struct {
 	Deriver          storepath.Path // zero if unknown
 	NarHash          hash.Hash      // sha256 of the path's NAR
 	NarSize          uint64
-	References       []storepath.Path // sorted by base name; may include Path itself
+	References       []storepath.Path      // sorted by base name; may include Path itself
 	Sigs             []signature.Signature // sorted by text form, as Nix holds them
-	CA               string // content address ("fixed:r:sha256:..."), "" if input-addressed
+	CA               string                // content address ("fixed:r:sha256:..."), "" if input-addressed
 	RegistrationTime time.Time
 	Ultimate         bool // built on this machine, not substituted
 }
@@ -67,7 +68,8 @@ var (
 
 // Open opens the local store the way Nix would reach it: the database
 // directly when this process may write to it (root, as Nix itself requires
-// for a local store) unless NIX_REMOTE=daemon, and the daemon otherwise.
+// for a local store) unless NIX_REMOTE says daemon (or unix://SOCKET), and
+// the daemon otherwise.
 // NIX_STATE_DIR and NIX_DAEMON_SOCKET_PATH move the database and socket as
 // they do for Nix.
 func Open(ctx context.Context, dir storepath.Dir) (Store, error) {
@@ -80,8 +82,12 @@ func Open(ctx context.Context, dir storepath.Dir) (Store, error) {
 	if s := os.Getenv("NIX_DAEMON_SOCKET_PATH"); s != "" {
 		socket = s
 	}
+	remote := os.Getenv("NIX_REMOTE")
+	if path, ok := strings.CutPrefix(remote, "unix://"); ok && path != "" {
+		socket = path
+	}
 	var dbErr error
-	if remote := os.Getenv("NIX_REMOTE"); remote == "" || remote == "local" || remote == "auto" {
+	if remote == "" || remote == "local" || remote == "auto" {
 		if f, err := os.OpenFile(dbPath, os.O_RDWR, 0); err == nil {
 			f.Close()
 			db, err := OpenDB(dir, dbPath)
