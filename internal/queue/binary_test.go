@@ -133,6 +133,18 @@ func TestRealBuildsThroughHook(t *testing.T) {
 	q := start(t, env, bin, queueArgs...)
 	waitFor(t, "queue socket", 20*time.Second, func() bool { _, err := os.Stat(socket); return err == nil })
 
+	// 0. silo push, by the name saved with silo login, before any hook is set.
+	p0 := n.Build("p0", "echo p0 > $out")
+	run(t, env, bin, "push", "--to", "main", p0)
+	substitutesNow := func(paths ...string) {
+		t.Helper()
+		args := append([]string{"copy", "--from", cacheURL, "--to", t.TempDir(), "--option", "trusted-public-keys", cacheKey}, paths...)
+		if _, err := n.Try("nix", args...); err != nil {
+			t.Errorf("nix copy --from the silo cache: %v", err)
+		}
+	}
+	substitutesNow(p0)
+
 	hook := filepath.Join(dir, "silo-hook")
 	os.WriteFile(hook, []byte(fmt.Sprintf("#!/bin/sh\nexec %s hook --socket %s\n", bin, socket)), 0o755)
 	n.Extra = "post-build-hook = " + hook + "\n"
@@ -151,13 +163,7 @@ func TestRealBuildsThroughHook(t *testing.T) {
 			return err == nil && s.Done >= done && s.Pending == 0 && s.Roots == 0 && s.Spooled == 0
 		}
 	}
-	substitutes := func(paths ...string) {
-		t.Helper()
-		args := append([]string{"copy", "--from", cacheURL, "--to", t.TempDir(), "--option", "trusted-public-keys", cacheKey}, paths...)
-		if _, err := n.Try("nix", args...); err != nil {
-			t.Errorf("nix copy --from the silo cache: %v", err)
-		}
-	}
+	substitutes := substitutesNow
 
 	// 1. Builds with the hook: outputs and closures reach the cache.
 	a := n.Build("a", "echo a > $out")
