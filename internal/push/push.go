@@ -84,9 +84,11 @@ func Push(ctx context.Context, roots []storepath.Path, opts Options) (Result, er
 	res.Closure = len(closure)
 
 	var candidates []*localstore.PathInfo
+	skipped := map[storepath.Path]bool{}
 	for _, info := range closure {
 		if SignedBy(info, opts.SkipSignedBy) {
 			res.SignedUpstream++
+			skipped[info.Path] = true
 			continue
 		}
 		candidates = append(candidates, info)
@@ -114,7 +116,7 @@ func Push(ctx context.Context, roots []storepath.Path, opts Options) (Result, er
 		opts.Progress.Planned(res, todo)
 	}
 
-	up := uploadAll(ctx, u, todo, opts)
+	up := uploadAll(ctx, u, todo, skipped, opts)
 	res.Uploaded, res.Failed, res.NarBytes, res.FileBytes = up.uploaded, up.failed, up.narBytes, up.fileBytes
 	if up.firstErr != nil {
 		if ctx.Err() != nil {
@@ -142,7 +144,7 @@ type uploadState struct {
 
 // uploadAll uploads todo (in dependency order) with bounded parallelism.
 // NARs upload in any order; a narinfo waits for its references' narinfos.
-func uploadAll(ctx context.Context, u *Uploader, todo []*localstore.PathInfo, opts Options) *uploadState {
+func uploadAll(ctx context.Context, u *Uploader, todo []*localstore.PathInfo, skipped map[storepath.Path]bool, opts Options) *uploadState {
 	jobs := opts.Jobs
 	if jobs <= 0 {
 		jobs = DefaultJobs
@@ -180,7 +182,17 @@ func uploadAll(ctx context.Context, u *Uploader, todo []*localstore.PathInfo, op
 				return nil, fmt.Errorf("%s not uploaded: its reference %s failed", info.Path, r)
 			}
 		}
-		return ni, u.PutNarInfo(ctx, ni)
+		err = u.PutNarInfo(ctx, ni)
+		if err != nil {
+			for _, r := range info.References {
+				if skipped[r] {
+					// A cache that insists on holding every reference (silo
+					// serve does) refuses paths whose references stay upstream.
+					return nil, fmt.Errorf("%w (its reference %s was left out as signed upstream; if the cache requires every reference, push with --skip-signed-by none)", err, r)
+				}
+			}
+		}
+		return ni, err
 	}
 
 	work := make(chan *localstore.PathInfo)
