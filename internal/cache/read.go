@@ -72,7 +72,7 @@ var nixServeName = regexp.MustCompile(`^nar/([0-9a-df-np-sv-z]{32})-([0-9a-df-np
 
 func (s *Server) getNAR(w http.ResponseWriter, r *http.Request, c meta.Cache, rest string) error {
 	ctx := r.Context()
-	n, err := s.meta.ServedNAR(ctx, c.ID, rest)
+	n, err := s.view.servedNAR(ctx, infoOf(r).gen, c.ID, rest)
 	if err == nil {
 		return s.serveBlob(w, r, n.BlobKey, "application/x-nix-nar", true)
 	}

@@ -26,7 +26,13 @@ type view struct {
 	caches   map[string]cacheEntry
 	tokens   map[string]tokenEntry
 	narinfos map[narinfoKey]narinfoEntry
+	nars     map[narinfoKey]narEntry // by cache and blob key
 	bytes    int
+}
+
+type narEntry struct {
+	n   meta.NAR
+	err error
 }
 
 type cacheEntry struct {
@@ -63,6 +69,7 @@ func (v *view) reset() {
 	v.caches = map[string]cacheEntry{}
 	v.tokens = map[string]tokenEntry{}
 	v.narinfos = map[narinfoKey]narinfoEntry{}
+	v.nars = map[narinfoKey]narEntry{}
 	v.bytes = 0
 }
 
@@ -181,4 +188,23 @@ func (v *view) path(ctx context.Context, gen uint64, cacheID int64, hashPart str
 		v.mu.Unlock()
 	}
 	return p, err
+}
+
+func (v *view) servedNAR(ctx context.Context, gen uint64, cacheID int64, blobKey string) (meta.NAR, error) {
+	k := narinfoKey{cacheID, blobKey}
+	v.mu.Lock()
+	e, ok := v.nars[k]
+	v.mu.Unlock()
+	if ok {
+		return e.n, e.err
+	}
+	n, err := v.meta.ServedNAR(ctx, cacheID, blobKey)
+	if cacheable(err) {
+		v.mu.Lock()
+		if v.gen == gen && len(v.nars) < 100_000 {
+			v.nars[k] = narEntry{n, err}
+		}
+		v.mu.Unlock()
+	}
+	return n, err
 }
