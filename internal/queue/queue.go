@@ -63,9 +63,10 @@ type Queue struct {
 	spool string
 	wake  chan struct{}
 
-	mu       sync.Mutex
-	inflight map[int64]bool
-	missing  map[int64]bool // known to be missing from the cache
+	mu          sync.Mutex
+	inflight    map[int64]bool
+	missing     map[int64]bool // known to be missing from the cache
+	initialized bool           // the target's Init succeeded
 }
 
 // Open opens (creating if needed) the queue's database.
@@ -175,10 +176,6 @@ func (q *Queue) backoff(attempts int) time.Duration {
 // roots to closures and uploads. Uploads in flight when ctx ends are
 // abandoned and stay pending.
 func (q *Queue) Run(ctx context.Context) error {
-	if err := q.opts.Uploader.Target.Init(ctx, q.opts.StoreDir); err != nil {
-		// The cache may be down: that is what the queue is for. Log and go on.
-		q.log.Warn("cache not reachable yet", "target", q.opts.Uploader.Target.String(), "err", err)
-	}
 	work := make(chan pending)
 	var wg sync.WaitGroup
 	for range q.opts.Jobs {
@@ -336,7 +333,11 @@ func (q *Queue) dispatch(ctx context.Context, work chan<- pending) error {
 		for i, p := range ask {
 			hashParts[i] = hashPart(p.path)
 		}
-		missing, err := q.opts.Uploader.Target.Missing(ctx, hashParts)
+		var missing []string
+		err := q.initTarget(ctx)
+		if err == nil {
+			missing, err = q.opts.Uploader.Target.Missing(ctx, hashParts)
+		}
 		if err != nil {
 			if ctx.Err() != nil {
 				return ctx.Err()
@@ -382,6 +383,19 @@ func (q *Queue) dispatch(ctx context.Context, work chan<- pending) error {
 			return ctx.Err()
 		}
 	}
+	return nil
+}
+
+// initTarget checks the cache (creating its nix-cache-info if needed) once
+// it is reachable: the cache may well be down when the queue starts.
+func (q *Queue) initTarget(ctx context.Context) error {
+	if q.initialized {
+		return nil
+	}
+	if err := q.opts.Uploader.Target.Init(ctx, q.opts.StoreDir); err != nil {
+		return err
+	}
+	q.initialized = true
 	return nil
 }
 
