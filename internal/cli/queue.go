@@ -40,7 +40,7 @@ func init() {
 		Long:  queueLong,
 		Setup: func(fs *flag.FlagSet) func(context.Context, *Env, []string) error {
 			pf := addPushFlags(fs)
-			socket := fs.String("socket", "", "the queue's unix socket `PATH` (default /run/silo/queue.sock for root, else $XDG_RUNTIME_DIR/silo/queue.sock)")
+			socket := fs.String("socket", "", "the queue's unix socket `PATH`; its spool is PATH.spool (default /var/lib/silo/queue.sock for root, else $XDG_STATE_HOME/silo/queue.sock)")
 			state := fs.String("state", "", "`DIR` for the queue database (default /var/lib/silo/queue for root, else $XDG_STATE_HOME/silo/queue)")
 			minBackoff := fs.Duration("min-backoff", time.Second, "first retry delay after a failed upload")
 			maxBackoff := fs.Duration("max-backoff", 5*time.Minute, "longest retry delay")
@@ -114,7 +114,7 @@ Nix runs post-build-hook without arguments, so install a one-line wrapper,
 e.g. /etc/nix/silo-hook (chmod +x):
 
   #!/bin/sh
-  exec /usr/local/bin/silo hook --socket /run/silo/queue.sock
+  exec /usr/local/bin/silo hook --socket /var/lib/silo/queue.sock
 
 and in nix.conf (restart nix-daemon after):
 
@@ -123,7 +123,7 @@ and in nix.conf (restart nix-daemon after):
 The socket must be the one 'silo queue --socket' listens on; both default
 to the same path, so --socket is only needed to run several queues.`,
 		Setup: func(fs *flag.FlagSet) func(context.Context, *Env, []string) error {
-			socket := fs.String("socket", "", "the queue's unix socket `PATH` (default /run/silo/queue.sock for root, else $XDG_RUNTIME_DIR/silo/queue.sock)")
+			socket := fs.String("socket", "", "the queue's unix socket `PATH`; its spool is PATH.spool (default /var/lib/silo/queue.sock for root, else $XDG_STATE_HOME/silo/queue.sock)")
 			timeout := fs.Duration("timeout", 30*time.Millisecond, "how long to wait for the queue before spooling")
 			return func(ctx context.Context, env *Env, args []string) error {
 				sock := *socket

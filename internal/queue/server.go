@@ -154,17 +154,18 @@ func (c *Client) Retry(ctx context.Context) (int64, error) {
 }
 
 // DefaultSocket is where silo queue listens and silo hook connects unless
-// told otherwise: /run/silo/queue.sock for root (Nix runs the
+// told otherwise: /var/lib/silo/queue.sock for root (Nix runs the
 // post-build-hook as root in a multi-user install), else
-// $XDG_RUNTIME_DIR/silo/queue.sock, else /tmp/silo-UID/queue.sock.
+// $XDG_STATE_HOME/silo/queue.sock or ~/.local/state/silo/queue.sock. Not
+// under /run: the spool beside the socket must survive a reboot.
 func DefaultSocket(getenv func(string) string) string {
 	if os.Geteuid() == 0 {
-		return "/run/silo/queue.sock"
+		return "/var/lib/silo/queue.sock"
 	}
-	if d := getenv("XDG_RUNTIME_DIR"); d != "" {
+	if d := getenv("XDG_STATE_HOME"); d != "" {
 		return filepath.Join(d, "silo", "queue.sock")
 	}
-	return filepath.Join(os.TempDir(), fmt.Sprintf("silo-%d", os.Geteuid()), "queue.sock")
+	return filepath.Join(getenv("HOME"), ".local", "state", "silo", "queue.sock")
 }
 
 // DefaultStateDir is where silo queue keeps its database: /var/lib/silo/queue
