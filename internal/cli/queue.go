@@ -140,6 +140,9 @@ to the same path, so --socket is only needed to run several queues.`,
 func queueStatus(ctx context.Context, env *Env, sock string, asJSON bool) error {
 	s, err := queue.NewClient(sock).Status(ctx)
 	if err != nil {
+		if n := queue.CountSpool(queue.SpoolDir(sock)); n > 0 {
+			return fmt.Errorf("queue status: %w; %d builds' outputs wait in the spool %s until it runs", err, n, queue.SpoolDir(sock))
+		}
 		return fmt.Errorf("queue status: %w", err)
 	}
 	if asJSON {

@@ -150,7 +150,7 @@ func (q *Queue) Status(ctx context.Context) (Status, error) {
 	q.mu.Lock()
 	s.InFlight = len(q.inflight)
 	q.mu.Unlock()
-	s.Spooled = countSpool(q.spool)
+	s.Spooled = CountSpool(q.spool)
 	s.Target = q.opts.Uploader.Target.String()
 	return s, nil
 }

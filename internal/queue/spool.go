@@ -110,7 +110,8 @@ func (q *Queue) ingestSpool(ctx context.Context) (int, error) {
 	return n, nil
 }
 
-func countSpool(dir string) int {
+// CountSpool returns how many hook hand-overs wait in the spool dir.
+func CountSpool(dir string) int {
 	if dir == "" {
 		return 0
 	}
