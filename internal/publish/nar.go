@@ -121,7 +121,9 @@ type window struct{ from, to uint64 }
 // later stream of a tree with the same digest (no file written, replaced,
 // added or removed since: any of these changes an inode or a ctime) needs
 // no hashing, reads only the window, and sends file contents with
-// sendfile.
+// sendfile. The digest is taken before such a stream (a tree changed since
+// is hashed again) and computed again during it (a tree changing meanwhile
+// aborts it).
 func (s *Server) stream(w http.ResponseWriter, r *http.Request, info *localstore.PathInfo, real string, win window, compress bool) {
 	ctx := r.Context()
 	select {
@@ -139,6 +141,14 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, info *localstore
 		dst = enc
 	}
 	known, haveKnown := s.verified.get(info.Path, info.NarHash)
+	if haveKnown {
+		// A tree touched since it was verified (nix-store --optimise
+		// replaces files with hard links) is hashed again rather than
+		// found out at the end of the stream.
+		if d, err := statDigest(ctx, real); err != nil || d != known {
+			haveKnown = false
+		}
+	}
 	ns, err := streamNAR(ctx, dst, real, win, !haveKnown)
 	defer ns.done()
 	if err == nil {

@@ -399,46 +399,77 @@ func TestChangedPath(t *testing.T) {
 	}
 }
 
-// TestVanishingPath deletes a path's files while its NAR is being sent: the
-// response must end without completing.
-func TestVanishingPath(t *testing.T) {
+// TestPathChangesMidStream changes a path's files while its NAR is being
+// sent, after a first complete download has verified it (so the second
+// stream neither hashes nor reads more than it sends): the response must
+// end without completing.
+func TestPathChangesMidStream(t *testing.T) {
 	n := nixtest.Require(t)
-	srv, p, real := chrootStore(t, n, 48, 1<<20)
-	hs := httptest.NewServer(srv)
-	defer hs.Close()
-	_, body := get(t, "GET", hs.URL+"/"+hashPart(p)+".narinfo")
-	var u string
-	for _, line := range strings.Split(string(body), "\n") {
-		if v, ok := strings.CutPrefix(line, "URL: "); ok {
-			u = hs.URL + "/" + v
-		}
+	tests := []struct {
+		name    string
+		change  func(real string) error
+		aborted int // then a later download is a 404, or aborted again
+	}{
+		{"removed", os.RemoveAll, 1},
+		{"last file rewritten, same size", func(real string) error {
+			victim := filepath.Join(real, "f047")
+			data, err := os.ReadFile(victim)
+			if err != nil {
+				return err
+			}
+			data[0] ^= 1
+			os.Chmod(victim, 0o644)
+			return os.WriteFile(victim, data, 0o644)
+		}, 2},
 	}
-	resp, err := http.DefaultTransport.RoundTrip(newRequest(t, u))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != 200 {
-		t.Fatalf("status %s", resp.Status)
-	}
-	if _, err := io.ReadFull(resp.Body, make([]byte, 1<<20)); err != nil {
-		t.Fatal(err)
-	}
-	// The server is now blocked on a full socket, well before the end.
-	if err := os.RemoveAll(real); err != nil {
-		t.Fatal(err)
-	}
-	got, err := io.Copy(io.Discard, resp.Body)
-	if err == nil || !errors.Is(err, io.ErrUnexpectedEOF) {
-		t.Errorf("reading a NAR whose path vanished: %d more bytes, err %v; want an unexpected EOF", got, err)
-	}
-	if resp, _ := get(t, "GET", u); resp.StatusCode != 404 {
-		t.Errorf("GET after the path vanished: %s, want 404", resp.Status)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			srv, p, real := chrootStore(t, n, 48, 1<<20)
+			hs := httptest.NewServer(srv)
+			defer hs.Close()
+			_, body := get(t, "GET", hs.URL+"/"+hashPart(p)+".narinfo")
+			var u string
+			for _, line := range strings.Split(string(body), "\n") {
+				if v, ok := strings.CutPrefix(line, "URL: "); ok {
+					u = hs.URL + "/" + v
+				}
+			}
+			if !completes(t, u) {
+				t.Fatal("first download did not complete")
+			}
+			resp, err := http.DefaultTransport.RoundTrip(newRequest(t, u))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			if resp.StatusCode != 200 {
+				t.Fatalf("status %s", resp.Status)
+			}
+			if _, err := io.ReadFull(resp.Body, make([]byte, 1<<20)); err != nil {
+				t.Fatal(err)
+			}
+			// The server is now blocked on a full socket, well before the end.
+			if err := tt.change(real); err != nil {
+				t.Fatal(err)
+			}
+			got, err := io.Copy(io.Discard, resp.Body)
+			if !errors.Is(err, io.ErrUnexpectedEOF) {
+				t.Errorf("reading the NAR: %d more bytes, err %v; want an unexpected EOF", got, err)
+			}
+			if completes(t, u) {
+				t.Errorf("a later download of the changed path completed")
+			}
+			want := fmt.Sprintf(`silo_publish_nar_aborted_total{reason="store"} %d`, tt.aborted)
+			if _, m := get(t, "GET", hs.URL+"/metrics"); !strings.Contains(string(m), want) {
+				t.Errorf("metrics lack %s:\n%s", want, m)
+			}
+		})
 	}
 }
 
-// completes reports whether GET url gets a complete response. An aborted
-// one either never starts (nothing was flushed yet) or ends early.
+// completes reports whether GET url gets a complete successful response.
+// An aborted one either never starts (nothing was flushed yet) or ends
+// early.
 func completes(t *testing.T, url string, headers ...string) bool {
 	resp, err := (&http.Transport{DisableCompression: true}).RoundTrip(newRequest(t, url, headers...))
 	if err != nil {
@@ -446,7 +477,7 @@ func completes(t *testing.T, url string, headers ...string) bool {
 	}
 	defer resp.Body.Close()
 	_, err = io.Copy(io.Discard, resp.Body)
-	return err == nil
+	return err == nil && resp.StatusCode/100 == 2
 }
 
 func newRequest(t *testing.T, url string, headers ...string) *http.Request {

@@ -32,6 +32,9 @@ type narStream struct {
 	hash   *hash.Writer // nil unless hashing: then it sees every NAR byte
 	bufs   *streamBufs
 	rec    []byte
+	// dry walks the tree for its stat digest only: nothing is emitted
+	// and no file is opened.
+	dry bool
 }
 
 // streamBufs are a stream's buffers, reused across requests.
@@ -79,9 +82,20 @@ func streamNAR(ctx context.Context, w io.Writer, root string, win window, verify
 	return s, err
 }
 
+// statDigest returns the stat digest of the tree at root, the one a stream
+// of it would compute, without reading any file.
+func statDigest(ctx context.Context, root string) ([sha256.Size]byte, error) {
+	s := &narStream{ctx: ctx, digest: sha256.New(), bufs: bufPool.Get().(*streamBufs), dry: true}
+	defer s.done()
+	err := s.node(unix.AT_FDCWD, root, root)
+	return s.sum(), err
+}
+
 // done returns the stream's buffers for reuse; s must not be used after.
 func (s *narStream) done() {
-	s.bufs.out = s.out.buf[:0]
+	if !s.dry {
+		s.bufs.out = s.out.buf[:0]
+	}
 	bufPool.Put(s.bufs)
 	s.bufs = nil
 }
@@ -93,6 +107,9 @@ func (s *narStream) sum() (d [sha256.Size]byte) {
 }
 
 func (s *narStream) emit(p []byte) error {
+	if s.dry {
+		return nil
+	}
 	if s.hash != nil {
 		s.hash.Write(p)
 	}
@@ -170,6 +187,10 @@ func (s *narStream) node(dirfd int, name, show string) error {
 }
 
 func (s *narStream) regular(dirfd int, name, show string, lst *unix.Stat_t) error {
+	if s.dry {
+		s.record('f', name, lst, "")
+		return nil
+	}
 	fd, err := unix.Openat(dirfd, name, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC|unix.O_NOCTTY, 0)
 	if err != nil {
 		return fmt.Errorf("stream %s: %w", show, err)
