@@ -76,7 +76,7 @@ type Options struct {
 	// zstd-compressed ones (the same URL plus .zst). Both URLs are served
 	// whatever this says.
 	Compression string
-	// MaxStreams bounds how many NARs are dumped at once; others wait.
+	// MaxStreams bounds how many NARs are sent at once; others wait.
 	// 0 means 64.
 	MaxStreams int
 	// Authorize, if set, decides whether a request may read the cache
