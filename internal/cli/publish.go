@@ -76,16 +76,6 @@ the password, as for silo serve).`,
 					}
 					keys = append(keys, k)
 				}
-				var store localstore.Store
-				if *db != "" {
-					store, err = localstore.OpenDB(dir, *db)
-				} else {
-					store, err = localstore.Open(ctx, dir)
-				}
-				if err != nil {
-					return fmt.Errorf("publish: %w", err)
-				}
-				defer store.Close()
 				var authorize func(*http.Request) error
 				if *tokenDir != "" {
 					db, _ := dataPaths(*tokenDir)
@@ -99,6 +89,16 @@ the password, as for silo serve).`,
 					defer tokens.Close()
 					authorize = publish.TokenAuthorizer(tokens, *tokenCache)
 				}
+				var store localstore.Store
+				if *db != "" {
+					store, err = localstore.OpenDB(dir, *db)
+				} else {
+					store, err = localstore.Open(ctx, dir)
+				}
+				if err != nil {
+					return fmt.Errorf("publish: %w", err)
+				}
+				defer store.Close()
 				logger := slog.New(slog.NewTextHandler(env.Stderr, nil))
 				srv, err := publish.New(store, publish.Options{
 					StoreDir:    dir,

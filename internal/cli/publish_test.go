@@ -29,6 +29,8 @@ func TestPublishUsage(t *testing.T) {
 		{[]string{"publish", "--store-dir", "nix/store"}, 2, "not absolute"},
 		{[]string{"publish", "--priority", "0"}, 2, "want a positive number"},
 		{[]string{"publish", "--signing-key-file", "/nonexistent/key"}, 1, "silo key generate"},
+		{[]string{"publish", "--db", "/nonexistent/db.sqlite"}, 1, "open Nix database"},
+		{[]string{"publish", "--token-data-dir", "/nonexistent"}, 1, "point it at silo serve's --data-dir"},
 	}
 	for _, tt := range tests {
 		code, _, stderr := runCLI(t, nil, tt.args...)
@@ -38,8 +40,9 @@ func TestPublishUsage(t *testing.T) {
 	}
 }
 
-// TestPublishBinary runs the real silo binary as a publisher and has the
-// real Nix substitute a closure from it.
+// TestPublishBinary runs the real silo binary as a private publisher
+// (settings from SILO_* variables, a token from silo token create) and has
+// the real Nix substitute a closure from it through zstd NAR URLs.
 func TestPublishBinary(t *testing.T) {
 	n := nixtest.Require(t)
 	dep := n.Build("cli-publish-dep", `echo dep > $out`)
@@ -58,11 +61,19 @@ func TestPublishBinary(t *testing.T) {
 	keyFile := filepath.Join(dir, "key.sec")
 	os.WriteFile(keyFile, []byte(key.String()+"\n"), 0o600)
 
+	// A private store, with a token made the way silo serve's are.
+	dataDir := filepath.Join(dir, "data")
+	out, err := exec.Command(bin, "token", "create", "--data-dir", dataDir, "--cache", "publish", "--pull").Output()
+	if err != nil {
+		t.Fatalf("silo token create: %v", err)
+	}
+	token := strings.TrimSpace(string(out))
+
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, bin, "publish", "--listen", "127.0.0.1:0")
 	// Settings from the environment, as a systemd unit would pass them.
-	cmd.Env = append(os.Environ(), "SILO_SIGNING_KEY_FILE="+keyFile, "SILO_COMPRESSION=zstd")
+	cmd.Env = append(os.Environ(), "SILO_SIGNING_KEY_FILE="+keyFile, "SILO_COMPRESSION=zstd", "SILO_TOKEN_DATA_DIR="+dataDir)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -90,11 +101,14 @@ func TestPublishBinary(t *testing.T) {
 		t.Fatal(err)
 	}
 	resp.Body.Close()
-	if resp.StatusCode != 200 {
-		t.Fatalf("nix-cache-info: %s", resp.Status)
+	if resp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("nix-cache-info without a token: %s, want 401", resp.Status)
 	}
+	netrc := filepath.Join(dir, "netrc")
+	os.WriteFile(netrc, []byte("machine 127.0.0.1 password "+token+"\n"), 0o600)
 	dst := t.TempDir()
-	n.Run("nix", "copy", "--from", url, "--to", dst, "--option", "trusted-public-keys", key.Public().String(), top)
+	n.Run("nix", "copy", "--from", url, "--to", dst, "--option", "netrc-file", netrc,
+		"--option", "trusted-public-keys", key.Public().String(), top)
 	for _, p := range []string{dep, top} {
 		if got, want := n.Run("nix-store", "--dump", filepath.Join(dst, p)), n.Run("nix-store", "--dump", p); got != want {
 			t.Errorf("%s substituted from the silo binary differs from the original", p)
