@@ -3,6 +3,8 @@ package cache
 import (
 	"context"
 	"net/http"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -106,5 +108,47 @@ func TestRevocationIsImmediate(t *testing.T) {
 	}
 	if st, _ := e.do("GET", "/priv/nix-cache-info", tok, nil); st != 401 {
 		t.Errorf("right after revocation: %d, want 401", st)
+	}
+}
+
+// Under concurrent load, no request that starts after a revocation has
+// been committed is served with the revoked token.
+func TestRevocationUnderLoad(t *testing.T) {
+	e := newEnv(t, Options{})
+	e.cache("priv", false)
+	tok := e.token("priv", meta.PermPull, time.Time{})
+	id, _ := auth.ID(tok)
+	var revoked atomic.Bool
+	var wg sync.WaitGroup
+	var late atomic.Int64
+	stop := make(chan struct{})
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				after := revoked.Load()
+				st, _ := e.do("GET", "/priv/nix-cache-info", tok, nil)
+				if after && st == 200 {
+					late.Add(1)
+				}
+			}
+		}()
+	}
+	time.Sleep(50 * time.Millisecond)
+	if err := e.meta.DeleteToken(context.Background(), id); err != nil {
+		t.Fatal(err)
+	}
+	revoked.Store(true)
+	time.Sleep(50 * time.Millisecond)
+	close(stop)
+	wg.Wait()
+	if n := late.Load(); n > 0 {
+		t.Errorf("%d requests that started after the revocation were served", n)
 	}
 }
