@@ -226,7 +226,7 @@ func printCacheInfo(w io.Writer, c meta.Cache, f *serveFlags) error {
 	if c.Public {
 		access = "public"
 	}
-	fmt.Fprintf(w, "Cache:       %s (%s, priority %d)\n", c.Name, access, c.Priority)
+	fmt.Fprintf(w, "Cache:       %s, %s, priority %d\n", c.Name, access, c.Priority)
 	fmt.Fprintf(w, "Substituter: %s\n", url)
 	fmt.Fprintf(w, "Public key:  %s\n", publicKey(c))
 	if !ok {
