@@ -232,3 +232,33 @@ func TestRequestID(t *testing.T) {
 		t.Errorf("X-Request-Id = %q, want the client's", got)
 	}
 }
+
+// The stored form is configurable; narinfos describe it.
+func TestStoredCompression(t *testing.T) {
+	for _, stored := range []string{compress.Zstd, compress.XZ, compress.None} {
+		t.Run(stored, func(t *testing.T) {
+			e := newEnv(t, Options{Compression: stored})
+			e.cache("main", true)
+			tok := e.token("main", meta.PermPush, time.Time{})
+			u := newUpload(t, "s", dirNAR("f", strings.Repeat("compressible ", 500)), compress.XZ)
+			e.push("main", tok, u)
+			_, text := e.do("GET", "/main/"+u.narinfoPath(), "", nil)
+			ni, err := narinfo.ParseString(storepath.DefaultDir, text)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if ni.Compression != stored || !strings.HasSuffix(ni.URL, ".nar"+compress.Ext(stored)) {
+				t.Errorf("narinfo says Compression %q URL %q, want %s", ni.Compression, ni.URL, stored)
+			}
+			_, file := e.do("GET", "/main/"+ni.URL, "", nil)
+			dec, err := compress.NewReader(stored, strings.NewReader(file))
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, _ := io.ReadAll(dec)
+			if !bytes.Equal(got, u.nar) || uint64(len(file)) != ni.FileSize {
+				t.Errorf("stored %s file: %d bytes (narinfo says %d), decompresses to the NAR: %v", stored, len(file), ni.FileSize, bytes.Equal(got, u.nar))
+			}
+		})
+	}
+}
