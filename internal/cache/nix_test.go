@@ -49,6 +49,7 @@ func buildClosure(n *nixtest.Nix) (dep, top string) {
 	top = n.Build("silo-top", `PATH=/bin:/usr/bin
 mkdir -p $out/bin $out/share
 echo $dep0 > $out/share/ref
+echo $out > $out/share/self
 printf '#!/bin/sh\necho hi\n' > $out/bin/hello
 chmod +x $out/bin/hello
 ln -s ../share/ref $out/bin/link
