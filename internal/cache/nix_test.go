@@ -222,3 +222,20 @@ func TestNixContentAddressed(t *testing.T) {
 		t.Errorf("content-addressed path pulled back differs")
 	}
 }
+
+// nix store copy-log uploads a build log; nix log reads it back.
+func TestNixBuildLog(t *testing.T) {
+	e := newNixEnv(t)
+	n := e.n
+	marker := "silo-log-marker-" + nixtest.Nonce()
+	out := n.Build("logged", `echo `+marker+`; echo done > $out`)
+	e.cache("main", false)
+	auth := []string{"--option", "netrc-file", e.netrc}
+	// nix log finds the derivation through the output's narinfo.
+	n.Run("nix", append([]string{"copy", "--to", e.url("main") + "?compression=zstd", out}, auth...)...)
+	n.Run("nix", append([]string{"store", "copy-log", "--to", e.url("main"), out}, auth...)...)
+	got := n.Run("nix", append([]string{"log", "--store", e.url("main"), out}, auth...)...)
+	if !strings.Contains(got, marker) {
+		t.Errorf("nix log from the cache = %q, want it to contain %q", got, marker)
+	}
+}

@@ -60,7 +60,9 @@ func (s *Server) serveBlob(w http.ResponseWriter, r *http.Request, key, contentT
 	hdr := w.Header()
 	hdr.Set("Content-Type", contentType)
 	if immutable {
+		// The key names the bytes (their hash), so it is a strong ETag.
 		hdr.Set("Cache-Control", "public, max-age=31536000, immutable")
+		hdr.Set("ETag", `"`+key+`"`)
 	}
 	http.ServeContent(w, r, "", noModTime, f)
 	return nil

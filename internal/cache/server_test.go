@@ -64,6 +64,25 @@ func TestPushAndServe(t *testing.T) {
 	if !bytes.Equal(got, top.nar) {
 		t.Errorf("downloaded NAR differs from the uploaded one")
 	}
+	// Conditional and range requests work on NAR files.
+	req, _ := http.NewRequest("GET", e.ts.URL+"/main/"+ni.URL, nil)
+	req.Header.Set("If-None-Match", `"`+ni.URL+`"`)
+	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != http.StatusNotModified {
+		t.Errorf("If-None-Match with the NAR's ETag: %v %v, want 304", resp.Status, err)
+	} else {
+		resp.Body.Close()
+	}
+	req, _ = http.NewRequest("GET", e.ts.URL+"/main/"+ni.URL, nil)
+	req.Header.Set("Range", "bytes=4-9")
+	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != http.StatusPartialContent {
+		t.Errorf("Range request: %v %v, want 206", resp.Status, err)
+	} else {
+		part, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if string(part) != file[4:10] {
+			t.Errorf("Range 4-9 = %x, want %x", part, file[4:10])
+		}
+	}
 	// The listing is the one nar.WriteListing makes.
 	var want bytes.Buffer
 	if err := nar.WriteListing(&want, bytes.NewReader(top.nar)); err != nil {
