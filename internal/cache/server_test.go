@@ -67,15 +67,18 @@ func TestPushAndServe(t *testing.T) {
 	// Conditional and range requests work on NAR files.
 	req, _ := http.NewRequest("GET", e.ts.URL+"/main/"+ni.URL, nil)
 	req.Header.Set("If-None-Match", `"`+ni.URL+`"`)
-	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != http.StatusNotModified {
-		t.Errorf("If-None-Match with the NAR's ETag: %v %v, want 304", resp.Status, err)
-	} else {
-		resp.Body.Close()
+	if resp, err := http.DefaultClient.Do(req); err != nil {
+		t.Fatal(err)
+	} else if resp.Body.Close(); resp.StatusCode != http.StatusNotModified {
+		t.Errorf("If-None-Match with the NAR's ETag: %s, want 304", resp.Status)
 	}
 	req, _ = http.NewRequest("GET", e.ts.URL+"/main/"+ni.URL, nil)
 	req.Header.Set("Range", "bytes=4-9")
-	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != http.StatusPartialContent {
-		t.Errorf("Range request: %v %v, want 206", resp.Status, err)
+	if resp, err := http.DefaultClient.Do(req); err != nil {
+		t.Fatal(err)
+	} else if resp.StatusCode != http.StatusPartialContent {
+		t.Errorf("Range request: %s, want 206", resp.Status)
+		resp.Body.Close()
 	} else {
 		part, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
