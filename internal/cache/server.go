@@ -30,6 +30,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"runtime"
 	"strings"
 	"sync"
 	"time"
@@ -51,6 +52,9 @@ type Options struct {
 	CompressionLevel int
 	// MaxNARSize bounds an uploaded NAR file's size; 0 means no limit.
 	MaxNARSize int64
+	// MaxUploads bounds the NAR uploads verified at once; more wait their
+	// turn. 0 means 4 per CPU.
+	MaxUploads int
 	// UploadTTL is how long a verified NAR upload waits for its narinfo
 	// before the garbage collector drops it; 0 means 24 hours.
 	UploadTTL time.Duration
@@ -68,6 +72,7 @@ type Server struct {
 	log     *slog.Logger
 	metrics *metrics
 	view    *view
+	uploads chan struct{} // semaphore of MaxUploads
 	gcMu    sync.RWMutex
 	now     func() time.Time
 }
@@ -83,6 +88,9 @@ func New(opts Options) (*Server, error) {
 	if _, err := compress.ParseStored(opts.Compression); err != nil {
 		return nil, err
 	}
+	if opts.MaxUploads <= 0 {
+		opts.MaxUploads = 4 * runtime.GOMAXPROCS(0)
+	}
 	if opts.UploadTTL == 0 {
 		opts.UploadTTL = 24 * time.Hour
 	}
@@ -92,7 +100,8 @@ func New(opts Options) (*Server, error) {
 	if opts.Registry == nil {
 		opts.Registry = prometheus.NewRegistry()
 	}
-	s := &Server{opts: opts, meta: opts.Meta, blobs: opts.Blobs, log: opts.Logger, now: time.Now}
+	s := &Server{opts: opts, meta: opts.Meta, blobs: opts.Blobs, log: opts.Logger, now: time.Now,
+		uploads: make(chan struct{}, opts.MaxUploads)}
 	s.metrics = newMetrics(opts.Registry, opts.Meta)
 	s.view = newView(opts.Meta)
 	return s, nil

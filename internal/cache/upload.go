@@ -41,6 +41,12 @@ func (s *Server) putNAR(w http.ResponseWriter, r *http.Request, c meta.Cache, re
 		s.metrics.reject("too_large")
 		return errorf(http.StatusRequestEntityTooLarge, "NAR file %s is %d bytes; this server accepts at most %d (--max-nar-size)", rest, r.ContentLength, max)
 	}
+	select {
+	case s.uploads <- struct{}{}:
+		defer func() { <-s.uploads }()
+	case <-r.Context().Done():
+		return internal("wait for an upload slot", r.Context().Err())
+	}
 	res, err := s.receiveNAR(r.Context(), r.Body, s.opts.MaxNARSize)
 	if err != nil {
 		return err

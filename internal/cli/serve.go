@@ -29,7 +29,7 @@ import (
 type serveFlags struct {
 	listen, dataDir, url                   string
 	compression                            string
-	compressionLevel                       int
+	compressionLevel, maxUploads           int
 	maxNARSize                             byteSize
 	uploadTTL, gcInterval, shutdownTimeout time.Duration
 	logLevel, logFormat                    string
@@ -44,6 +44,7 @@ func defineServeFlags(fs *flag.FlagSet) *serveFlags {
 	fs.IntVar(&f.compressionLevel, "compression-level", 0, "compression level (0: the method's default; zstd 1-22, xz 1-9)")
 	f.maxNARSize = 0
 	fs.Var(&f.maxNARSize, "max-nar-size", "largest NAR file accepted, e.g. 20G (0: no limit)")
+	fs.IntVar(&f.maxUploads, "max-uploads", 0, "NAR uploads verified at once; more wait (0: 4 per CPU)")
 	fs.DurationVar(&f.uploadTTL, "upload-ttl", 24*time.Hour, "how long a verified NAR upload waits for its narinfo")
 	fs.DurationVar(&f.gcInterval, "gc-interval", 10*time.Minute, "how often unused NARs and expired uploads are deleted")
 	fs.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 30*time.Second, "how long in-flight requests may finish on SIGTERM")
@@ -178,7 +179,7 @@ func runServe(ctx context.Context, env *Env, f *serveFlags) error {
 	srv, err := cache.New(cache.Options{
 		Meta: m, Blobs: blobs,
 		Compression: f.compression, CompressionLevel: f.compressionLevel,
-		MaxNARSize: int64(f.maxNARSize), UploadTTL: f.uploadTTL, Logger: log,
+		MaxNARSize: int64(f.maxNARSize), MaxUploads: f.maxUploads, UploadTTL: f.uploadTTL, Logger: log,
 	})
 	if err != nil {
 		return fmt.Errorf("serve: %w", err)
