@@ -267,13 +267,16 @@ func TestServeAdminWhileRunning(t *testing.T) {
 	}
 }
 
-// A unix socket listener serves the same protocol.
+// A unix socket listener, configured by a config file, serves the same protocol.
 func TestServeUnixSocket(t *testing.T) {
 	bin := siloBinary(t)
 	data := filepath.Join(t.TempDir(), "data")
 	silo(t, bin, "cache", "create", "main", "--public", "--data-dir", data)
 	sock := filepath.Join(t.TempDir(), "silo.sock")
-	cmd := exec.Command(bin, "serve", "--data-dir", data, "--listen", "unix:"+sock)
+	// Settings from a config file, keys named as the flags.
+	cfg := filepath.Join(t.TempDir(), "silo.toml")
+	os.WriteFile(cfg, []byte(fmt.Sprintf("listen = %q\ndata-dir = %q\nmax-nar-size = \"1G\"\n", "unix:"+sock, data)), 0o644)
+	cmd := exec.Command(bin, "serve", "--config", cfg)
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
