@@ -72,3 +72,17 @@ func TestReopenKeepsData(t *testing.T) {
 		t.Errorf("cache lost across reopen: %v", err)
 	}
 }
+
+func BenchmarkVersion(b *testing.B) {
+	s, err := Open(context.Background(), filepath.Join(b.TempDir(), "silo.db"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	ctx := context.Background()
+	for b.Loop() {
+		if _, err := s.Version(ctx); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
