@@ -1,6 +1,7 @@
 package nar
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"fmt"
@@ -99,7 +100,7 @@ func (d *dumper) run(root string) error {
 		return err
 	}
 	d.str(magic)
-	if err := d.node(unix.AT_FDCWD, root, filepath.Clean(root)); err != nil {
+	if err := d.node(unix.AT_FDCWD, "", root, unix.DT_UNKNOWN); err != nil {
 		return err
 	}
 	return d.flush()
@@ -157,31 +158,52 @@ func (d *dumper) tokens(ss ...string) error {
 	return nil
 }
 
-// node dumps the object name in directory dirfd; show is its path for errors.
-func (d *dumper) node(dirfd int, name, show string) error {
+// node dumps the object name in directory dirfd. parent is the directory's
+// path, for errors; typ is the type getdents reported (DT_UNKNOWN for the
+// root, and on file systems that do not say), which spares a stat for
+// directories and symlinks.
+func (d *dumper) node(dirfd int, parent, name string, typ uint8) error {
 	if err := d.ctx.Err(); err != nil {
 		return err
 	}
+	switch typ {
+	case unix.DT_DIR:
+		return d.directory(dirfd, parent, name)
+	case unix.DT_LNK:
+		return d.symlink(dirfd, parent, name)
+	}
 	var st unix.Stat_t
 	if err := unix.Fstatat(dirfd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
-		return fmt.Errorf("dump %s: %w", show, err)
+		return fmt.Errorf("dump %s: %w", showPath(parent, name), err)
 	}
 	switch st.Mode & unix.S_IFMT {
 	case unix.S_IFREG:
-		return d.regular(dirfd, name, show, &st)
+		return d.regular(dirfd, parent, name, &st)
 	case unix.S_IFDIR:
-		return d.directory(dirfd, name, show)
+		return d.directory(dirfd, parent, name)
 	case unix.S_IFLNK:
-		n, err := unix.Readlinkat(dirfd, name, d.link)
-		if err != nil {
-			return fmt.Errorf("dump %s: %w", show, err)
-		}
-		if n == len(d.link) {
-			return fmt.Errorf("dump %s: symlink target too long", show)
-		}
-		return d.tokens("(", "type", "symlink", "target", string(d.link[:n]), ")")
+		return d.symlink(dirfd, parent, name)
 	}
-	return fmt.Errorf("dump %s: file has an unsupported type (%s); a NAR holds only regular files, directories and symlinks", show, fileType(st.Mode))
+	return fmt.Errorf("dump %s: file has an unsupported type (%s); a NAR holds only regular files, directories and symlinks", showPath(parent, name), fileType(st.Mode))
+}
+
+// showPath joins parent and name for messages; the root has no parent.
+func showPath(parent, name string) string {
+	if parent == "" {
+		return filepath.Clean(name)
+	}
+	return parent + "/" + name
+}
+
+func (d *dumper) symlink(dirfd int, parent, name string) error {
+	n, err := unix.Readlinkat(dirfd, name, d.link)
+	if err != nil {
+		return fmt.Errorf("dump %s: %w", showPath(parent, name), err)
+	}
+	if n == len(d.link) {
+		return fmt.Errorf("dump %s: symlink target too long", showPath(parent, name))
+	}
+	return d.tokens("(", "type", "symlink", "target", string(d.link[:n]), ")")
 }
 
 func fileType(mode uint32) string {
@@ -198,10 +220,10 @@ func fileType(mode uint32) string {
 	return fmt.Sprintf("mode %#o", mode)
 }
 
-func (d *dumper) regular(dirfd int, name, show string, st *unix.Stat_t) error {
+func (d *dumper) regular(dirfd int, parent, name string, st *unix.Stat_t) error {
 	fd, err := unix.Openat(dirfd, name, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC|unix.O_NOCTTY, 0)
 	if err != nil {
-		return fmt.Errorf("dump %s: %w", show, err)
+		return fmt.Errorf("dump %s: %w", showPath(parent, name), err)
 	}
 	defer unix.Close(fd)
 	var err2 error
@@ -233,10 +255,10 @@ func (d *dumper) regular(dirfd int, name, show string, st *unix.Stat_t) error {
 			continue
 		}
 		if err != nil {
-			return fmt.Errorf("dump %s: %w", show, err)
+			return fmt.Errorf("dump %s: %w", showPath(parent, name), err)
 		}
 		if n == 0 {
-			return fmt.Errorf("dump %s: file shrank from %d bytes while being read", show, size)
+			return fmt.Errorf("dump %s: file shrank from %d bytes while being read", showPath(parent, name), size)
 		}
 		d.buf = d.buf[:len(d.buf)+n]
 		left -= uint64(n)
@@ -249,25 +271,27 @@ func (d *dumper) regular(dirfd int, name, show string, st *unix.Stat_t) error {
 	return nil
 }
 
-func (d *dumper) directory(dirfd int, name, show string) error {
+func (d *dumper) directory(dirfd int, parent, name string) error {
+	show := showPath(parent, name)
 	fd, err := unix.Openat(dirfd, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return fmt.Errorf("dump %s: %w", show, err)
 	}
 	defer unix.Close(fd)
-	names, err := readNames(fd, d.ents)
+	ents, err := readDir(fd, d.ents)
 	if err != nil {
 		return fmt.Errorf("dump %s: reading directory: %w", show, err)
 	}
-	sort.Strings(names) // bytewise, like Nix's std::map
+	// Bytewise, like Nix's std::map.
+	sort.Slice(ents, func(i, j int) bool { return ents[i].name < ents[j].name })
 	if err := d.tokens("(", "type", "directory"); err != nil {
 		return err
 	}
-	for _, n := range names {
-		if err := d.tokens("entry", "(", "name", n, "node"); err != nil {
+	for _, e := range ents {
+		if err := d.tokens("entry", "(", "name", e.name, "node"); err != nil {
 			return err
 		}
-		if err := d.node(fd, n, show+"/"+n); err != nil {
+		if err := d.node(fd, show, e.name, e.typ); err != nil {
 			return err
 		}
 		if err := d.tokens(")"); err != nil {
@@ -277,11 +301,17 @@ func (d *dumper) directory(dirfd int, name, show string) error {
 	return d.tokens(")")
 }
 
-// readNames returns the names in the open directory fd, without . and ..
-func readNames(fd int, buf []byte) ([]string, error) {
-	var names []string
+type dirent struct {
+	name string
+	typ  uint8
+}
+
+// readDir returns the entries of the open directory fd, without . and ..,
+// with the types getdents reports.
+func readDir(fd int, buf []byte) ([]dirent, error) {
+	var ents []dirent
 	for {
-		n, err := unix.ReadDirent(fd, buf)
+		n, err := unix.Getdents(fd, buf)
 		if err == unix.EINTR {
 			continue
 		}
@@ -289,8 +319,25 @@ func readNames(fd int, buf []byte) ([]string, error) {
 			return nil, err
 		}
 		if n <= 0 {
-			return names, nil
+			return ents, nil
 		}
-		_, _, names = unix.ParseDirent(buf[:n], -1, names)
+		// struct linux_dirent64: ino u64, off u64, reclen u16, type u8, name.
+		for b := buf[:n]; len(b) > 0; {
+			if len(b) < 19 {
+				return nil, fmt.Errorf("getdents returned a truncated entry")
+			}
+			reclen := int(binary.NativeEndian.Uint16(b[16:18]))
+			if reclen < 19 || reclen > len(b) {
+				return nil, fmt.Errorf("getdents returned an entry of length %d", reclen)
+			}
+			name := b[19:reclen]
+			if i := bytes.IndexByte(name, 0); i >= 0 {
+				name = name[:i]
+			}
+			if s := string(name); s != "." && s != ".." {
+				ents = append(ents, dirent{s, b[18]})
+			}
+			b = b[reclen:]
+		}
 	}
 }
