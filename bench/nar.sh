@@ -44,8 +44,9 @@ declare -A cmds=(
   [nix_dump]="nix-store --dump '$tree' | cat > /dev/null"
   [silo_hash]="'$silo' hash path '$tree' > /dev/null"
   [nix_hash]="nix hash path '$tree' > /dev/null"
+  [silo_hash_flat]="'$silo' hash path '$work/tree.nar' > /dev/null"
 )
-order=(cat silo_dump nix_dump silo_hash nix_hash)
+order=(cat silo_dump nix_dump silo_hash nix_hash silo_hash_flat)
 declare -A samples
 for name in "${order[@]}"; do bash -c "${cmds[$name]}"; done # warm the page cache
 for _ in $(seq "$runs"); do # interleaved, so load drifts hit every command alike
@@ -66,7 +67,8 @@ mkdir "$big" && truncate -s 2G "$big/sparse" && echo data >> "$big/sparse"
 
 echo "tree: $tree ($((nar_size / 1000000)) MB of NAR, $files files), median of $runs runs, load $(cut -d' ' -f1-3 /proc/loadavg)"
 printf '  %-32s %6ss\n' "cat NAR | cat" "${med[cat]}" "silo nar dump | cat" "${med[silo_dump]}" \
-  "nix-store --dump | cat" "${med[nix_dump]}" "silo hash path" "${med[silo_hash]}" "nix hash path" "${med[nix_hash]}"
+  "nix-store --dump | cat" "${med[nix_dump]}" "silo hash path" "${med[silo_hash]}" "nix hash path" "${med[nix_hash]}" \
+  "silo hash path NAR (one file)" "${med[silo_hash_flat]}"
 d=$(ratio "${med[silo_dump]}" "${med[cat]}")
 n=$(ratio "${med[silo_dump]}" "${med[nix_dump]}")
 h=$(ratio "${med[silo_hash]}" "${med[nix_hash]}")
