@@ -179,7 +179,8 @@ func (s *Server) putLog(w http.ResponseWriter, r *http.Request, c meta.Cache, re
 	}
 	defer bw.Abort()
 	hw := hash.NewWriter(hash.SHA256)
-	if _, err := copyLimited(io.MultiWriter(bw, hw), bufio.NewReader(r.Body), maxLogSize); err != nil {
+	body := &idleReader{r: r.Body, rc: http.NewResponseController(w), idle: s.opts.UploadIdleTimeout}
+	if _, err := copyLimited(io.MultiWriter(bw, hw), bufio.NewReader(body), maxLogSize); err != nil {
 		return err
 	}
 	key := "log/" + hw.Sum().Nix32()

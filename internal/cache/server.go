@@ -55,6 +55,9 @@ type Options struct {
 	// MaxUploads bounds the NAR uploads verified at once; more wait their
 	// turn. 0 means 4 per CPU.
 	MaxUploads int
+	// UploadIdleTimeout ends an upload whose client sends nothing for this
+	// long; 0 means 2 minutes.
+	UploadIdleTimeout time.Duration
 	// UploadTTL is how long a verified NAR upload waits for its narinfo
 	// before the garbage collector drops it; 0 means 24 hours.
 	UploadTTL time.Duration
@@ -90,6 +93,9 @@ func New(opts Options) (*Server, error) {
 	}
 	if opts.MaxUploads <= 0 {
 		opts.MaxUploads = 4 * runtime.GOMAXPROCS(0)
+	}
+	if opts.UploadIdleTimeout == 0 {
+		opts.UploadIdleTimeout = 2 * time.Minute
 	}
 	if opts.UploadTTL == 0 {
 		opts.UploadTTL = 24 * time.Hour

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"strings"
@@ -188,5 +189,35 @@ func TestMaxNARSize(t *testing.T) {
 	}
 	if keys := e.blobKeys(); len(keys) != 0 {
 		t.Errorf("oversized uploads left %v", keys)
+	}
+}
+
+// A client that stops sending mid-upload is cut off after the idle
+// timeout, and its upload slot is freed.
+func TestStalledUpload(t *testing.T) {
+	e := newEnv(t, Options{UploadIdleTimeout: 200 * time.Millisecond, MaxUploads: 1})
+	e.cache("main", true)
+	tok := e.token("main", meta.PermPush, time.Time{})
+	u := newUpload(t, "stalled", dirNAR("f", strings.Repeat("z", 100_000)), compress.None)
+	conn, err := net.Dial("tcp", strings.TrimPrefix(e.ts.URL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	req, _ := http.NewRequest("PUT", e.ts.URL, nil)
+	req.SetBasicAuth("", tok)
+	fmt.Fprintf(conn, "PUT /main/%s HTTP/1.1\r\nHost: x\r\nAuthorization: %s\r\nContent-Length: %d\r\n\r\n", u.url, req.Header.Get("Authorization"), len(u.file))
+	conn.Write(u.file[:1000]) // then nothing
+	start := time.Now()
+	conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	io.Copy(io.Discard, conn) // returns when the server gives up on us
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("stalled upload held for %v", d)
+	}
+	// The single upload slot is free again.
+	other := newUpload(t, "next", fileNAR("next"), compress.Zstd)
+	e.push("main", tok, other)
+	if keys := e.blobKeys(); len(keys) != 2 { // the next NAR and its listing
+		t.Errorf("blobs after a stalled and a good upload: %v", keys)
 	}
 }

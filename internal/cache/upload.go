@@ -47,7 +47,8 @@ func (s *Server) putNAR(w http.ResponseWriter, r *http.Request, c meta.Cache, re
 	case <-r.Context().Done():
 		return internal("wait for an upload slot", r.Context().Err())
 	}
-	res, err := s.receiveNAR(r.Context(), r.Body, s.opts.MaxNARSize)
+	body := &idleReader{r: r.Body, rc: http.NewResponseController(w), idle: s.opts.UploadIdleTimeout}
+	res, err := s.receiveNAR(r.Context(), body, s.opts.MaxNARSize)
 	if err != nil {
 		return err
 	}
@@ -66,6 +67,19 @@ func (s *Server) putNAR(w http.ResponseWriter, r *http.Request, c meta.Cache, re
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	fmt.Fprintf(w, "verified NAR %s (%d bytes); stored as %s\n", res.narHash, res.narSize, stored.BlobKey)
 	return nil
+}
+
+// idleReader gives each read of a request body idle seconds, so that a
+// client that stops sending does not hold an upload slot forever.
+type idleReader struct {
+	r    io.Reader
+	rc   *http.ResponseController
+	idle time.Duration
+}
+
+func (ir *idleReader) Read(p []byte) (int, error) {
+	ir.rc.SetReadDeadline(time.Now().Add(ir.idle))
+	return ir.r.Read(p)
 }
 
 // received is a NAR upload that streamed through verification into

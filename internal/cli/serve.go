@@ -32,6 +32,7 @@ type serveFlags struct {
 	compressionLevel, maxUploads           int
 	maxNARSize                             byteSize
 	uploadTTL, gcInterval, shutdownTimeout time.Duration
+	uploadIdle                             time.Duration
 	logLevel, logFormat                    string
 }
 
@@ -45,6 +46,7 @@ func defineServeFlags(fs *flag.FlagSet) *serveFlags {
 	f.maxNARSize = 0
 	fs.Var(&f.maxNARSize, "max-nar-size", "largest NAR file accepted, e.g. 20G (0: no limit)")
 	fs.IntVar(&f.maxUploads, "max-uploads", 0, "NAR uploads verified at once; more wait (0: 4 per CPU)")
+	fs.DurationVar(&f.uploadIdle, "upload-idle-timeout", 2*time.Minute, "cut off an upload whose client sends nothing for this long")
 	fs.DurationVar(&f.uploadTTL, "upload-ttl", 24*time.Hour, "how long a verified NAR upload waits for its narinfo")
 	fs.DurationVar(&f.gcInterval, "gc-interval", 10*time.Minute, "how often unused NARs and expired uploads are deleted")
 	fs.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 30*time.Second, "how long in-flight requests may finish on SIGTERM")
@@ -179,7 +181,7 @@ func runServe(ctx context.Context, env *Env, f *serveFlags) error {
 	srv, err := cache.New(cache.Options{
 		Meta: m, Blobs: blobs,
 		Compression: f.compression, CompressionLevel: f.compressionLevel,
-		MaxNARSize: int64(f.maxNARSize), MaxUploads: f.maxUploads, UploadTTL: f.uploadTTL, Logger: log,
+		MaxNARSize: int64(f.maxNARSize), MaxUploads: f.maxUploads, UploadTTL: f.uploadTTL, UploadIdleTimeout: f.uploadIdle, Logger: log,
 	})
 	if err != nil {
 		return fmt.Errorf("serve: %w", err)
