@@ -2,7 +2,8 @@
 # Benchmarks `silo push` against `nix copy --to` pushing the same closure
 # into the same silo server (silo serve), each run into a fresh cache, both
 # with zstd at its default level (Nix: ?compression=zstd; silo push always
-# uploads zstd). Wall time of each push, best of $RUNS alternating runs.
+# uploads zstd, at level $LEVEL: 1 by default, 3 is Nix's). Wall time of
+# each push, best of $RUNS alternating runs.
 #
 # The closure: $PATHS small paths of varied size and file count, $LARGE
 # large ones ($LARGE_MB MiB each, half compressible), and a root. Afterwards
@@ -12,7 +13,7 @@
 # Needs root and the real Nix (it builds the closure into /nix/store).
 #
 #   bench/push.sh                        # defaults below
-#   PATHS=400 LARGE=4 LARGE_MB=64 RUNS=3 bench/push.sh
+#   PATHS=400 LARGE=4 LARGE_MB=64 RUNS=3 LEVEL=3 bench/push.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,6 +22,7 @@ LARGE=${LARGE:-4}
 LARGE_MB=${LARGE_MB:-32}
 RUNS=${RUNS:-2}
 JOBS=${JOBS:-8}
+LEVEL=${LEVEL:-1}
 export NIX_CONFIG=$'experimental-features = nix-command\nsandbox = false\nbuild-users-group =\nsubstituters =\nnarinfo-cache-positive-ttl = 0\nnarinfo-cache-negative-ttl = 0\n'
 
 work=$(mktemp -d /tmp/silo-bench-push.XXXXXX)
@@ -92,7 +94,7 @@ for ((r = 0; r < RUNS; r++)); do
 
   tok=$(newcache "silo$r")
   "$silo" login "silo$r" "$url/silo$r" "$tok" 2>/dev/null
-  t=$(seconds "$silo" push --to "silo$r" --jobs "$JOBS" "$root")
+  t=$(seconds "$silo" push --to "silo$r" --jobs "$JOBS" --compression-level "$LEVEL" "$root")
   echo "run $r: silo push      $t s" | tee -a "$work/results"
   best_silo=$(echo "$t" "$best_silo" | awk '{ print ($2 == "" || $1 < $2) ? $1 : $2 }')
 
@@ -102,5 +104,5 @@ for ((r = 0; r < RUNS; r++)); do
   done
 done
 echo
-echo "closure: $count paths, $((total >> 20)) MiB of NARs; silo push --jobs $JOBS; best of $RUNS alternating runs; load average $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "closure: $count paths, $((total >> 20)) MiB of NARs; silo push --jobs $JOBS --compression-level $LEVEL; best of $RUNS alternating runs; load average $(cut -d' ' -f1-3 /proc/loadavg)"
 awk -v n="$best_nix" -v s="$best_silo" 'BEGIN { printf "nix copy %.2f s, silo push %.2f s: silo push %.2fx faster (target >= 2)\n", n, s, n / s }'
