@@ -88,47 +88,48 @@ func Main(ctx context.Context, args []string, env *Env) int {
 func oneLine(s string) string { return strings.ReplaceAll(strings.TrimSpace(s), "\n", "; ") }
 
 func run(ctx context.Context, args []string, env *Env) error {
-	// Find the longest registered command name that prefixes args.
+	// Find the longest registered command name that prefixes args: "queue
+	// status" wins over "queue".
 	var words []string
 	var cmd *Command
-	i := 0
+	i, cmdEnd := 0, 0
 	for ; i < len(args); i++ {
 		if strings.HasPrefix(args[i], "-") {
 			break
 		}
 		words = append(words, args[i])
-		if c, ok := commands[strings.Join(words, " ")]; ok {
-			cmd = c
+		name := strings.Join(words, " ")
+		if c, ok := commands[name]; ok {
+			cmd, cmdEnd = c, i+1
+		}
+		if !isGroup(name) {
 			i++
 			break
 		}
-		if !isGroup(strings.Join(words, " ")) {
-			break
-		}
 	}
-	if cmd == nil {
-		group := strings.Join(words, " ")
-		if len(words) > 0 && !isGroup(group) {
-			group = strings.Join(words[:len(words)-1], " ")
-			if len(words) == 1 && words[0] == "help" {
-				listCommands(env.Stdout, "")
-				return nil
-			}
-			listCommands(env.Stderr, group)
-			return Usagef("unknown command %q (see the list above, or silo --help)", strings.Join(words, " "))
-		}
-		rest := args[i:]
-		if len(rest) > 0 && (rest[0] == "-h" || rest[0] == "--help" || rest[0] == "-help") {
-			listCommands(env.Stdout, group)
+	if cmd != nil {
+		return runCommand(ctx, cmd, args[cmdEnd:], env)
+	}
+	group := strings.Join(words, " ")
+	if len(words) > 0 && !isGroup(group) {
+		group = strings.Join(words[:len(words)-1], " ")
+		if len(words) == 1 && words[0] == "help" {
+			listCommands(env.Stdout, "")
 			return nil
 		}
 		listCommands(env.Stderr, group)
-		if len(rest) > 0 {
-			return Usagef("unknown flag %s for %q (choose a subcommand)", rest[0], "silo "+group)
-		}
-		return Usagef("missing subcommand for %q", strings.TrimSpace("silo "+group))
+		return Usagef("unknown command %q (see the list above, or silo --help)", strings.Join(words, " "))
 	}
-	return runCommand(ctx, cmd, args[i:], env)
+	rest := args[i:]
+	if len(rest) > 0 && (rest[0] == "-h" || rest[0] == "--help" || rest[0] == "-help") {
+		listCommands(env.Stdout, group)
+		return nil
+	}
+	listCommands(env.Stderr, group)
+	if len(rest) > 0 {
+		return Usagef("unknown flag %s for %q (choose a subcommand)", rest[0], "silo "+group)
+	}
+	return Usagef("missing subcommand for %q", strings.TrimSpace("silo "+group))
 }
 
 func isGroup(prefix string) bool {

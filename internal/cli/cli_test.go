@@ -90,3 +90,34 @@ func TestMain(t *testing.T) {
 		})
 	}
 }
+
+func init() {
+	for _, name := range []string{"zz-nest", "zz-nest deeper"} {
+		name := name
+		Register(&Command{Name: name, Short: "test", Setup: func(fs *flag.FlagSet) func(context.Context, *Env, []string) error {
+			return func(ctx context.Context, env *Env, args []string) error {
+				env.Stdout.Write([]byte(name + ":" + strings.Join(args, ",")))
+				return nil
+			}
+		}})
+	}
+}
+
+// TestLongestMatch: a command that is also a group runs itself unless a
+// longer command name matches.
+func TestLongestMatch(t *testing.T) {
+	tests := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"zz-nest"}, "zz-nest:"},
+		{[]string{"zz-nest", "deeper", "x"}, "zz-nest deeper:x"},
+		{[]string{"zz-nest", "other"}, "zz-nest:other"},
+	}
+	for _, tt := range tests {
+		code, stdout, stderr := runCLI(t, nil, tt.args...)
+		if code != 0 || stdout != tt.want {
+			t.Errorf("silo %v: code %d stdout %q stderr %q, want %q", tt.args, code, stdout, stderr, tt.want)
+		}
+	}
+}
