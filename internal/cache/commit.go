@@ -2,6 +2,7 @@ package cache
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -53,27 +54,10 @@ func (s *Server) putNarInfo(w http.ResponseWriter, r *http.Request, c meta.Cache
 		s.metrics.reject("mismatch")
 		return err
 	}
-	var refs []string
-	for _, ref := range ni.References {
-		if ref != ni.StorePath {
-			refs = append(refs, ref.HashPart())
+	if s.opts.RequireClosure {
+		if err := s.checkClosure(ctx, c, ni); err != nil {
+			return err
 		}
-	}
-	missing, err := s.meta.Missing(ctx, c.ID, refs)
-	if err != nil {
-		return internal("check references", err)
-	}
-	if len(missing) > 0 {
-		s.metrics.reject("missing_reference")
-		var names []string
-		for _, ref := range ni.References {
-			for _, m := range missing {
-				if ref.HashPart() == m {
-					names = append(names, ref.String())
-				}
-			}
-		}
-		return errorf(http.StatusConflict, "narinfo rejected: cache %s lacks references of %s: %s (push them first)", c.Name, ni.StorePath, strings.Join(names, ", "))
 	}
 
 	// Describe what is served, signed by the cache.
@@ -229,4 +213,31 @@ func (s *Server) missing(w http.ResponseWriter, r *http.Request, c meta.Cache, _
 		bw.WriteByte('\n')
 	}
 	return bw.Flush()
+}
+
+// checkClosure refuses ni if the cache lacks any of its references.
+func (s *Server) checkClosure(ctx context.Context, c meta.Cache, ni *narinfo.NarInfo) error {
+	var refs []string
+	for _, ref := range ni.References {
+		if ref != ni.StorePath {
+			refs = append(refs, ref.HashPart())
+		}
+	}
+	missing, err := s.meta.Missing(ctx, c.ID, refs)
+	if err != nil {
+		return internal("check references", err)
+	}
+	if len(missing) > 0 {
+		s.metrics.reject("missing_reference")
+		var names []string
+		for _, ref := range ni.References {
+			for _, m := range missing {
+				if ref.HashPart() == m {
+					names = append(names, ref.String())
+				}
+			}
+		}
+		return errorf(http.StatusConflict, "narinfo rejected: cache %s lacks references of %s: %s (push them first)", c.Name, ni.StorePath, strings.Join(names, ", "))
+	}
+	return nil
 }

@@ -61,6 +61,11 @@ type Options struct {
 	// UploadTTL is how long a verified NAR upload waits for its narinfo
 	// before the garbage collector drops it; 0 means 24 hours.
 	UploadTTL time.Duration
+	// RequireClosure refuses a narinfo whose references are not already in
+	// the cache. Off by default: like Nix's own binary caches (and attic,
+	// cachix), a cache may hold a path whose dependencies come from an
+	// upstream cache such as cache.nixos.org, which silo push skips.
+	RequireClosure bool
 	// Logger receives request logs; nil means slog.Default().
 	Logger *slog.Logger
 	// Registry receives the server's metrics; nil means a new registry.

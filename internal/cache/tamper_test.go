@@ -71,7 +71,7 @@ func TestTamperedUploads(t *testing.T) {
 			other := newUpload(t, "other", good, compress.Zstd)
 			u.info.StorePath = other.path
 		}, 200, 400, []string{"describes"}},
-		{"reference not in the cache", func(t *testing.T, u *upload) {
+		{"reference not in the cache (with RequireClosure)", func(t *testing.T, u *upload) {
 			ref, _ := storepath.DefaultDir.ParseBase(strings.Repeat("a", 32) + "-missing-dep")
 			u.info.References = []storepath.Path{ref}
 		}, 200, 409, []string{"lacks references", "missing-dep"}},
@@ -81,7 +81,7 @@ func TestTamperedUploads(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			e := newEnv(t, Options{UploadTTL: time.Millisecond})
+			e := newEnv(t, Options{UploadTTL: time.Millisecond, RequireClosure: true})
 			c, _ := e.cache("main", true)
 			tok := e.token("main", meta.PermPush, time.Time{})
 			u := newUpload(t, "victim", good, compress.Zstd)
@@ -123,6 +123,29 @@ func TestTamperedUploads(t *testing.T) {
 			}
 		})
 	}
+}
+
+// By default a cache may hold a path whose references live upstream (silo
+// push skips paths cache.nixos.org signed): the narinfo is accepted and
+// served with its references intact.
+func TestReferenceFromUpstreamAccepted(t *testing.T) {
+	e := newEnv(t, Options{})
+	e.cache("main", true)
+	tok := e.token("main", meta.PermPush, time.Time{})
+	u := newUpload(t, "uses-upstream", dirNAR("bin", "#!/bin/sh\n"), compress.Zstd)
+	ref, _ := storepath.DefaultDir.ParseBase(strings.Repeat("a", 32) + "-upstream-dep")
+	u.info.References = []storepath.Path{ref}
+	if st, body := e.do("PUT", "/main/"+u.url, tok, u.file); st != 200 {
+		t.Fatalf("PUT NAR = %d %q", st, body)
+	}
+	if st, body := e.do("PUT", "/main/"+u.narinfoPath(), tok, []byte(u.info.String())); st != 200 {
+		t.Fatalf("PUT narinfo = %d %q", st, body)
+	}
+	st, body := e.do("GET", "/main/"+u.narinfoPath(), "", nil)
+	if st != 200 {
+		t.Fatalf("GET narinfo = %d %q", st, body)
+	}
+	mustContain(t, "the served narinfo", body, "References: "+ref.Base())
 }
 
 // A body cut off mid-transfer (the client promised more bytes than it

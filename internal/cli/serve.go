@@ -34,6 +34,7 @@ type serveFlags struct {
 	uploadTTL, gcInterval, shutdownTimeout time.Duration
 	uploadIdle                             time.Duration
 	logLevel, logFormat                    string
+	requireClosure                         bool
 }
 
 func defineServeFlags(fs *flag.FlagSet) *serveFlags {
@@ -47,6 +48,7 @@ func defineServeFlags(fs *flag.FlagSet) *serveFlags {
 	fs.Var(&f.maxNARSize, "max-nar-size", "largest NAR file accepted, e.g. 20G (0: no limit)")
 	fs.IntVar(&f.maxUploads, "max-uploads", 0, "NAR uploads verified at once; more wait (0: 4 per CPU)")
 	fs.DurationVar(&f.uploadIdle, "upload-idle-timeout", 2*time.Minute, "cut off an upload whose client sends nothing for this long")
+	fs.BoolVar(&f.requireClosure, "require-closure", false, "refuse a narinfo whose references are not already in the cache (by default they may come from an upstream cache such as cache.nixos.org)")
 	fs.DurationVar(&f.uploadTTL, "upload-ttl", 24*time.Hour, "how long a verified NAR upload waits for its narinfo")
 	fs.DurationVar(&f.gcInterval, "gc-interval", 10*time.Minute, "how often unused NARs and expired uploads are deleted")
 	fs.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 30*time.Second, "how long in-flight requests may finish on SIGTERM")
@@ -182,6 +184,7 @@ func runServe(ctx context.Context, env *Env, f *serveFlags) error {
 		Meta: m, Blobs: blobs,
 		Compression: f.compression, CompressionLevel: f.compressionLevel,
 		MaxNARSize: int64(f.maxNARSize), MaxUploads: f.maxUploads, UploadTTL: f.uploadTTL, UploadIdleTimeout: f.uploadIdle, Logger: log,
+		RequireClosure: f.requireClosure,
 	})
 	if err != nil {
 		return fmt.Errorf("serve: %w", err)
