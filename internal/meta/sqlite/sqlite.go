@@ -2,7 +2,9 @@
 // (modernc.org/sqlite, pure Go), shared safely by the server and the admin
 // commands running beside it: every write is a transaction that takes the
 // write lock up front (BEGIN IMMEDIATE), every read sees committed state,
-// and a busy database is waited for, not failed.
+// and a busy database is waited for, not failed. Version costs one pread
+// of the WAL index (-shm) while nothing has been committed, so the server
+// can check it on every request.
 package sqlite
 
 import (
@@ -34,6 +36,13 @@ type Store struct {
 	versionMu   sync.Mutex
 	versionConn *sql.Conn
 	versionStmt *sql.Stmt
+	// shm is the database's WAL index (<db>-shm), read to learn cheaply
+	// that nothing was committed since the last data_version query; nil
+	// if it could not be opened (then every Version call queries).
+	shm         *os.File
+	shmHdr      [walIndexHdrSize]byte // the WAL index header at lastVersion
+	shmValid    bool
+	lastVersion int64
 }
 
 // Open opens (creating if needed) the database at path and brings its
@@ -69,10 +78,16 @@ func Open(ctx context.Context, path string) (*Store, error) {
 	if s.versionConn, err = db.Conn(ctx); err == nil {
 		s.versionStmt, err = s.versionConn.PrepareContext(ctx, "PRAGMA data_version")
 	}
+	if err == nil {
+		// The query opens the WAL index, which versionConn then keeps open
+		// (and so mapped and never truncated by another process) until Close.
+		_, err = s.queryVersion(ctx)
+	}
 	if err != nil {
 		db.Close()
 		return nil, fmt.Errorf("open metadata %s: %w", path, err)
 	}
+	s.shm, _ = os.Open(path + "-shm")
 	return s, nil
 }
 
@@ -81,15 +96,56 @@ func (s *Store) Close() error {
 	s.versionMu.Lock()
 	s.versionStmt.Close()
 	s.versionConn.Close()
+	if s.shm != nil {
+		s.shm.Close()
+	}
 	s.versionMu.Unlock()
 	return s.db.Close()
 }
 
+// walIndexHdrSize is the size of the WAL index header at the start of the
+// -shm file. SQLite keeps two copies of it, and every commit (by any
+// process) writes the second copy, then the first, with a commit counter
+// (iChange) and the last frame's checksum in them. SQLite itself decides
+// that data_version changed by comparing this header with the one it saw
+// before, so an unchanged header means an unchanged data_version.
+const walIndexHdrSize = 48
+
 // Version returns SQLite's data_version as seen by a connection that
-// never writes.
+// never writes. While the WAL index header has not changed since the
+// last query it returns that query's answer after one pread of the
+// -shm file, without a query.
 func (s *Store) Version(ctx context.Context) (int64, error) {
 	s.versionMu.Lock()
 	defer s.versionMu.Unlock()
+	var hdr [2 * walIndexHdrSize]byte
+	// Read the header before querying: a commit in between then changes
+	// the header from the one stored with the answer, and the next call
+	// queries again. (The other order could pair an old answer with a
+	// new header and miss that commit.)
+	ok := s.shm != nil && readFull(s.shm, hdr[:])
+	// The two copies differ while a commit is writing them.
+	ok = ok && [walIndexHdrSize]byte(hdr[:walIndexHdrSize]) == [walIndexHdrSize]byte(hdr[walIndexHdrSize:])
+	if ok && s.shmValid && [walIndexHdrSize]byte(hdr[:walIndexHdrSize]) == s.shmHdr {
+		return s.lastVersion, nil
+	}
+	v, err := s.queryVersion(ctx)
+	if err != nil {
+		s.shmValid = false
+		return 0, err
+	}
+	s.lastVersion, s.shmValid = v, ok
+	s.shmHdr = [walIndexHdrSize]byte(hdr[:walIndexHdrSize])
+	return v, nil
+}
+
+// readFull reads len(b) bytes at offset 0 of f with one pread.
+func readFull(f *os.File, b []byte) bool {
+	n, err := f.ReadAt(b, 0)
+	return err == nil && n == len(b)
+}
+
+func (s *Store) queryVersion(ctx context.Context) (int64, error) {
 	var v int64
 	if err := s.versionStmt.QueryRowContext(ctx).Scan(&v); err != nil {
 		return 0, fmt.Errorf("read data version: %w", err)

@@ -1,7 +1,11 @@
 package sqlite
 
 import (
+	"bufio"
 	"context"
+	"fmt"
+	"os"
+	"os/exec"
 	"path/filepath"
 	"testing"
 
@@ -70,6 +74,87 @@ func TestReopenKeepsData(t *testing.T) {
 	defer s.Close()
 	if _, err := s.Cache(ctx, "main"); err != nil {
 		t.Errorf("cache lost across reopen: %v", err)
+	}
+}
+
+// Version answers from the WAL index header while nothing is committed;
+// a commit by another process, also right after a checkpoint has reset
+// the WAL, must change it on the very next call.
+func TestVersionSeesOtherProcessCommits(t *testing.T) {
+	if os.Getenv("SILO_SQLITE_WRITER") != "" {
+		t.Skip("runs as the writer process")
+	}
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "silo.db")
+	s, err := Open(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if s.shm == nil {
+		t.Fatal("the WAL index (-shm) was not opened: Version would query every time")
+	}
+	cmd := exec.Command(os.Args[0], "-test.run=^TestVersionWriterProcess$")
+	cmd.Env = append(os.Environ(), "SILO_SQLITE_WRITER="+path)
+	in, _ := cmd.StdinPipe()
+	outPipe, _ := cmd.StdoutPipe()
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Wait()
+	defer in.Close()
+	out := bufio.NewScanner(outPipe)
+	for i := range 30 {
+		before, err := s.Version(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if again, _ := s.Version(ctx); again != before {
+			t.Fatalf("write %d: Version changed from %d to %d with no write", i, before, again)
+		}
+		fmt.Fprintf(in, "%d\n", i)
+		if !out.Scan() || out.Text() != fmt.Sprint("wrote ", i) {
+			t.Fatalf("writer process: %q %v", out.Text(), out.Err())
+		}
+		after, err := s.Version(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if after == before {
+			t.Fatalf("write %d by another process (checkpoint first: %v) not seen: Version still %d", i, i%3 == 0, after)
+		}
+		if _, err := s.Token(ctx, fmt.Sprint("t", i)); err != nil {
+			t.Fatalf("write %d: %v", i, err)
+		}
+	}
+}
+
+// TestVersionWriterProcess is the other process of
+// TestVersionSeesOtherProcessCommits: for each line it reads it creates a
+// token (after a truncating checkpoint every third time) and says so.
+func TestVersionWriterProcess(t *testing.T) {
+	path := os.Getenv("SILO_SQLITE_WRITER")
+	if path == "" {
+		t.Skip("helper process of TestVersionSeesOtherProcessCommits")
+	}
+	ctx := context.Background()
+	s, err := Open(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	in := bufio.NewScanner(os.Stdin)
+	for i := 0; in.Scan(); i++ {
+		if i%3 == 0 {
+			if _, err := s.db.ExecContext(ctx, "PRAGMA wal_checkpoint(TRUNCATE)"); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := s.CreateToken(ctx, meta.Token{ID: fmt.Sprint("t", i), Hash: make([]byte, 32), CachePattern: "*", Perms: meta.PermPull}); err != nil {
+			t.Fatal(err)
+		}
+		fmt.Printf("wrote %d\n", i)
 	}
 }
 
