@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/klauspost/compress/zstd"
 
@@ -133,7 +134,11 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, info *localstore
 		panic(http.ErrAbortHandler)
 	}
 
-	var dst io.Writer = w
+	// Every write gets StallTimeout to complete; the deadline must not
+	// outlive the response on a kept-alive connection.
+	rc := http.NewResponseController(w)
+	defer rc.SetWriteDeadline(time.Time{})
+	var dst io.Writer = &stallWriter{w: w, rc: rc, timeout: s.opts.StallTimeout}
 	var enc *zstd.Encoder
 	if compress {
 		enc = getEncoder(w)
@@ -248,4 +253,46 @@ func (v *verifiedTrees) forget(p storepath.Path) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	delete(v.m, p)
+}
+
+// stallWriter gives each write to the client StallTimeout to complete, so
+// that a client that stops reading is cut off and frees its stream. File
+// contents sent with sendfile go in chunks of stallChunk, each with its
+// own deadline, so that a large file is not held to one.
+type stallWriter struct {
+	w       http.ResponseWriter
+	rc      *http.ResponseController
+	timeout time.Duration
+}
+
+const stallChunk = 256 << 10
+
+func (s *stallWriter) Write(p []byte) (int, error) {
+	s.rc.SetWriteDeadline(time.Now().Add(s.timeout))
+	return s.w.Write(p)
+}
+
+// ReadFrom keeps sendfile: the response's ReadFrom uses it for an
+// *io.LimitedReader of an *os.File, which is what narOut.file passes.
+func (s *stallWriter) ReadFrom(r io.Reader) (int64, error) {
+	rf, ok := s.w.(io.ReaderFrom)
+	lr, isLimited := r.(*io.LimitedReader)
+	if !ok || !isLimited {
+		return io.Copy(struct{ io.Writer }{s}, r)
+	}
+	var total int64
+	for lr.N > 0 {
+		chunk := &io.LimitedReader{R: lr.R, N: min(lr.N, stallChunk)}
+		s.rc.SetWriteDeadline(time.Now().Add(s.timeout))
+		n, err := rf.ReadFrom(chunk)
+		total += n
+		lr.N -= n
+		if err != nil {
+			return total, err
+		}
+		if n == 0 {
+			break // the file ended early; the caller checks the count
+		}
+	}
+	return total, nil
 }

@@ -18,7 +18,8 @@
 //     never ends in a clean 200.
 //   - Memory does not grow with NAR size: NARs stream through fixed, pooled
 //     buffers (file contents mostly by sendfile), listings and logs stream
-//     too, and at most Options.MaxStreams NARs are sent at once.
+//     too, and at most Options.MaxStreams NARs are sent at once; a client
+//     that stops reading loses its stream after Options.StallTimeout.
 //   - Narinfos keep every signature the store holds and add one per
 //     configured key; signatures depend only on the key and the path's
 //     fingerprint, so they are cached by fingerprint.
@@ -79,6 +80,11 @@ type Options struct {
 	// MaxStreams bounds how many NARs are sent at once; others wait.
 	// 0 means 64.
 	MaxStreams int
+	// StallTimeout cuts off a NAR response whose client has accepted no
+	// bytes for this long, so that clients that ask and never read cannot
+	// hold every stream; 0 means 2 minutes. (A client must take at least
+	// 256 KiB per StallTimeout.)
+	StallTimeout time.Duration
 	// Authorize, if set, decides whether a request may read the cache
 	// (see TokenAuthorizer); it is asked for every path except /healthz
 	// and /metrics. A refused request gets 401 with the error's text,
@@ -125,6 +131,9 @@ func New(store Store, opts Options) (*Server, error) {
 	}
 	if opts.MaxStreams <= 0 {
 		opts.MaxStreams = 64
+	}
+	if opts.StallTimeout <= 0 {
+		opts.StallTimeout = 2 * time.Minute
 	}
 	s := &Server{
 		store:   store,

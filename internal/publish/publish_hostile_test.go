@@ -343,3 +343,80 @@ func TestHostilePrivateEveryRoute(t *testing.T) {
 		}
 	}
 }
+
+// A client that requests NARs and never reads them holds no stream slot
+// for longer than Options.StallTimeout: with every slot taken by stalled
+// clients, a real client is still served once the timeout passes.
+func TestHostileStalledReadersFreeStreams(t *testing.T) {
+	n := nixtest.Require(t)
+	big := n.Build("hostile-big", `export PATH=/usr/bin:/bin
+head -c 24000000 /dev/urandom > $out`)
+	small := n.Build("hostile-small", `echo small > $out`)
+	store, err := localstore.OpenDB(storepath.DefaultDir, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { store.Close() })
+	const slots = 2
+	srv, err := New(store, Options{MaxStreams: slots, StallTimeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := httptest.NewServer(srv)
+	t.Cleanup(hs.Close)
+	bigURL := hostileNARURL(t, hs.URL, big)
+	// Stalled clients: they send the request and read nothing, for the
+	// plain and the zstd form.
+	for i := range slots {
+		conn, err := net.Dial("tcp", hs.Listener.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		u := bigURL
+		if i%2 == 1 {
+			u += ".zst"
+		}
+		fmt.Fprintf(conn, "GET %s HTTP/1.1\r\nHost: x\r\n\r\n", u)
+	}
+	time.Sleep(200 * time.Millisecond) // they hold every slot now
+	start := time.Now()
+	client := &http.Client{Timeout: 5 * time.Second}
+	resp, err := client.Get(hs.URL + hostileNARURL(t, hs.URL, small))
+	if err != nil {
+		t.Fatalf("a real client behind %d stalled ones: %v", slots, err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || string(body) != dump(t, n, small) {
+		t.Errorf("a real client behind stalled ones: %s, %d bytes", resp.Status, len(body))
+	}
+	if d := time.Since(start); d > 4*time.Second {
+		t.Errorf("a real client waited %v behind stalled ones", d)
+	}
+	// A slow but steady reader is not cut off: it reads the whole NAR,
+	// pausing less than the timeout between reads.
+	resp, err = http.Get(hs.URL + bigURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	got := 0
+	buf := make([]byte, 4<<20)
+	for i := 0; ; i++ {
+		k, err := resp.Body.Read(buf)
+		got += k
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatalf("a slow reader was cut off after %d bytes: %v", got, err)
+		}
+		if i < 3 {
+			time.Sleep(200 * time.Millisecond)
+		}
+	}
+	if int64(got) != resp.ContentLength {
+		t.Errorf("slow reader got %d bytes, want %d", got, resp.ContentLength)
+	}
+}
