@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strconv"
+	"sync/atomic"
 	"time"
 )
 
@@ -47,10 +48,24 @@ func RequestID(ctx context.Context) string {
 	return ""
 }
 
-func newRequestID() string {
-	var b [8]byte
+// requestIDs hands out request ids: a random prefix chosen when the
+// server starts, so that ids from different runs do not collide in
+// aggregated logs, and a counter.
+type requestIDs struct {
+	prefix string
+	n      atomic.Uint64
+}
+
+func newRequestIDs() *requestIDs {
+	var b [4]byte
 	rand.Read(b[:])
-	return hex.EncodeToString(b[:])
+	return &requestIDs{prefix: hex.EncodeToString(b[:]) + "-"}
+}
+
+func (g *requestIDs) next() string {
+	var buf [32]byte
+	b := append(buf[:0], g.prefix...)
+	return string(strconv.AppendUint(b, g.n.Add(1), 16))
 }
 
 // statusWriter records the status and size of a response. It keeps the
@@ -93,7 +108,7 @@ func (s *Server) logged(w http.ResponseWriter, r *http.Request, route func(http.
 	start := time.Now()
 	id := r.Header.Get("X-Request-Id")
 	if id == "" || len(id) > 64 {
-		id = newRequestID()
+		id = s.ids.next()
 	}
 	ri := &reqInfo{id: id}
 	r = r.WithContext(context.WithValue(r.Context(), reqInfoKey{}, ri))

@@ -81,6 +81,7 @@ type Server struct {
 	metrics *metrics
 	view    *view
 	uploads chan struct{} // semaphore of MaxUploads
+	ids     *requestIDs
 	gcMu    sync.RWMutex
 	now     func() time.Time
 }
@@ -112,7 +113,7 @@ func New(opts Options) (*Server, error) {
 		opts.Registry = prometheus.NewRegistry()
 	}
 	s := &Server{opts: opts, meta: opts.Meta, blobs: opts.Blobs, log: opts.Logger, now: time.Now,
-		uploads: make(chan struct{}, opts.MaxUploads)}
+		uploads: make(chan struct{}, opts.MaxUploads), ids: newRequestIDs()}
 	s.metrics = newMetrics(opts.Registry, opts.Meta)
 	s.view = newView(opts.Meta)
 	return s, nil

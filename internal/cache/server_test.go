@@ -255,6 +255,25 @@ func TestRequestID(t *testing.T) {
 	}
 }
 
+// Without the client's id, every request gets a fresh one.
+func TestRequestIDsDiffer(t *testing.T) {
+	e := newEnv(t, Options{})
+	other := newEnv(t, Options{})
+	seen := map[string]bool{}
+	for _, base := range []string{e.ts.URL, e.ts.URL, e.ts.URL, other.ts.URL} {
+		resp, err := http.Get(base + "/healthz")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		id := resp.Header.Get("X-Request-Id")
+		if id == "" || seen[id] {
+			t.Errorf("X-Request-Id %q: empty or given twice (earlier: %v)", id, seen)
+		}
+		seen[id] = true
+	}
+}
+
 // The stored form is configurable; narinfos describe it.
 func TestStoredCompression(t *testing.T) {
 	for _, stored := range []string{compress.Zstd, compress.XZ, compress.None} {
