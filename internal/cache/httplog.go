@@ -92,6 +92,17 @@ func (w *statusWriter) Write(p []byte) (int, error) {
 	return n, err
 }
 
+// WriteString keeps the underlying writer's WriteString, which copies a
+// string body (a narinfo) without converting it to a []byte first.
+func (w *statusWriter) WriteString(p string) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	n, err := io.WriteString(w.ResponseWriter, p)
+	w.bytes += int64(n)
+	return n, err
+}
+
 func (w *statusWriter) ReadFrom(r io.Reader) (int64, error) {
 	if w.status == 0 {
 		w.status = http.StatusOK
@@ -103,6 +114,13 @@ func (w *statusWriter) ReadFrom(r io.Reader) (int64, error) {
 
 func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
+// request is what logged keeps for one request, in one allocation.
+type request struct {
+	sw    statusWriter
+	ri    reqInfo
+	idHdr [1]string // the X-Request-Id header's value
+}
+
 // logged runs route, then logs the request and counts it in the metrics.
 func (s *Server) logged(w http.ResponseWriter, r *http.Request, route func(http.ResponseWriter, *http.Request) (string, error)) {
 	start := time.Now()
@@ -110,10 +128,11 @@ func (s *Server) logged(w http.ResponseWriter, r *http.Request, route func(http.
 	if id == "" || len(id) > 64 {
 		id = s.ids.next()
 	}
-	ri := &reqInfo{id: id}
+	rq := &request{sw: statusWriter{ResponseWriter: w}, ri: reqInfo{id: id}, idHdr: [1]string{id}}
+	ri, sw := &rq.ri, &rq.sw
 	r = r.WithContext(context.WithValue(r.Context(), reqInfoKey{}, ri))
-	w.Header().Set("X-Request-Id", id)
-	sw := &statusWriter{ResponseWriter: w}
+	// Set, without allocating the value's slice (the key is canonical).
+	w.Header()["X-Request-Id"] = rq.idHdr[:1:1]
 	kind, err := route(sw, r)
 	if err != nil {
 		writeError(sw, r, err)

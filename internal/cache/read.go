@@ -30,7 +30,7 @@ func (s *Server) getNarInfo(w http.ResponseWriter, r *http.Request, c meta.Cache
 	if err != nil {
 		return err
 	}
-	p, err := s.view.path(r.Context(), infoOf(r).gen, c.ID, h)
+	p, length, err := s.view.path(r.Context(), infoOf(r).gen, c.ID, h)
 	if errors.Is(err, meta.ErrNotFound) {
 		return errorf(http.StatusNotFound, "cache %s has no path with hash part %s", c.Name, h)
 	}
@@ -38,13 +38,19 @@ func (s *Server) getNarInfo(w http.ResponseWriter, r *http.Request, c meta.Cache
 		return internal("look up narinfo", err)
 	}
 	hdr := w.Header()
-	hdr.Set("Content-Type", "text/x-nix-narinfo")
-	hdr.Set("Content-Length", strconv.Itoa(len(p.NarInfo)))
+	// Both values are shared with other responses, read-only.
+	hdr["Content-Type"] = narinfoType
+	hdr["Content-Length"] = length
 	if r.Method != http.MethodHead {
 		io.WriteString(w, p.NarInfo)
 	}
 	return nil
 }
+
+// narinfoType is the Content-Type header's value for narinfos. Header
+// values may be shared: net/http only reads them, and Header.Add on a
+// one-element slice copies it.
+var narinfoType = []string{"text/x-nix-narinfo"}
 
 // serveBlob serves a stored blob with Range support; for the disk store
 // the copy is a sendfile.

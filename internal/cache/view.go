@@ -3,6 +3,7 @@ package cache
 import (
 	"context"
 	"errors"
+	"strconv"
 	"sync"
 
 	"github.com/silo-cache/silo/internal/meta"
@@ -51,8 +52,9 @@ type narinfoKey struct {
 }
 
 type narinfoEntry struct {
-	p   meta.Path
-	err error
+	p      meta.Path
+	length []string // Content-Length header value of p.NarInfo
+	err    error
 }
 
 // maxViewBytes bounds the narinfo text a view keeps.
@@ -165,15 +167,18 @@ func (v *view) token(ctx context.Context, gen uint64, id string) (meta.Token, er
 	return t, err
 }
 
-func (v *view) path(ctx context.Context, gen uint64, cacheID int64, hashPart string) (meta.Path, error) {
+// path returns the cache's path with the hash part, and the length of its
+// narinfo text as a Content-Length header value.
+func (v *view) path(ctx context.Context, gen uint64, cacheID int64, hashPart string) (meta.Path, []string, error) {
 	k := narinfoKey{cacheID, hashPart}
 	v.mu.Lock()
 	e, ok := v.narinfos[k]
 	v.mu.Unlock()
 	if ok {
-		return e.p, e.err
+		return e.p, e.length, e.err
 	}
 	p, err := v.meta.Path(ctx, cacheID, hashPart)
+	length := []string{strconv.Itoa(len(p.NarInfo))}
 	if cacheable(err) {
 		v.mu.Lock()
 		if v.gen == gen {
@@ -182,12 +187,12 @@ func (v *view) path(ctx context.Context, gen uint64, cacheID int64, hashPart str
 				v.narinfos = map[narinfoKey]narinfoEntry{}
 				v.bytes = 0
 			}
-			v.narinfos[k] = narinfoEntry{p, err}
+			v.narinfos[k] = narinfoEntry{p, length, err}
 			v.bytes += size
 		}
 		v.mu.Unlock()
 	}
-	return p, err
+	return p, length, err
 }
 
 func (v *view) servedNAR(ctx context.Context, gen uint64, cacheID int64, blobKey string) (meta.NAR, error) {
