@@ -7,6 +7,7 @@ package cache
 import (
 	"bufio"
 	"bytes"
+	"compress/gzip"
 	"context"
 	"encoding/base64"
 	"fmt"
@@ -650,5 +651,38 @@ func TestHostileTokenProbing(t *testing.T) {
 	stW, _ := e.do("GET", "/priv/nix-cache-info", wrong, nil)
 	if stU != 401 || stW != 401 {
 		t.Errorf("unknown ID = %d, wrong secret of %s = %d; want 401 for both", stU, id, stW)
+	}
+}
+
+// Bytes behind the NAR, inside or after the compressed stream, are
+// refused: what is verified is all that was sent. (xz with garbage after
+// the stream is not yet refused; see cache_hostile_failing_test.go.txt.)
+func TestHostileTrailingData(t *testing.T) {
+	e := newEnv(t, Options{})
+	e.cache("main", true)
+	tok := e.token("main", meta.PermPush, time.Time{})
+	good := dirNAR("a", "x")
+	var gz bytes.Buffer
+	gw := gzip.NewWriter(&gz)
+	gw.Write(good)
+	gw.Close()
+	for _, tt := range []struct {
+		name string
+		file []byte
+	}{
+		{"plain-then-garbage", append(bytes.Clone(good), []byte("garbage!")...)},
+		{"zstd-then-garbage", append(compressed(t, compress.Zstd, good), []byte("garbage!")...)},
+		{"zstd-then-zeros", append(compressed(t, compress.Zstd, good), make([]byte, 8)...)},
+		{"zstd-second-frame", append(compressed(t, compress.Zstd, good), compressed(t, compress.Zstd, []byte("more"))...)},
+		{"xz-second-stream", append(compressed(t, compress.XZ, good), compressed(t, compress.XZ, []byte("more"))...)},
+		{"gzip-then-garbage", append(gz.Bytes(), []byte("garbage!")...)},
+		{"gzip-second-member", append(bytes.Clone(gz.Bytes()), gz.Bytes()...)},
+	} {
+		if st, body := e.do("PUT", "/main/nar/"+tt.name+".nar", tok, tt.file); st != 400 {
+			t.Errorf("%s: %d %q, want 400", tt.name, st, body)
+		}
+	}
+	if keys := e.blobKeys(); len(keys) != 0 {
+		t.Errorf("refused uploads stored %v", keys)
 	}
 }
