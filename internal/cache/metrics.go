@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -19,6 +20,35 @@ type metrics struct {
 	uploadBytes *prometheus.CounterVec
 	rejected    *prometheus.CounterVec
 	handler     http.Handler
+
+	// The children of requests, respBytes and duration that requests
+	// use, resolved once rather than by label lookups on every request.
+	kinds    map[string]kindMetrics // read-only after newMetrics
+	counters sync.Map               // requestKey -> prometheus.Counter
+}
+
+type kindMetrics struct {
+	bytes    prometheus.Counter
+	duration prometheus.Observer
+}
+
+type requestKey struct {
+	kind, method string
+	code         int
+}
+
+// requestKinds are the kinds of object route reports.
+var requestKinds = []string{"healthz", "metrics", "root", "cache-info", "narinfo", "ls", "nar", "log", "missing", "other"}
+
+// methodLabel is a request method as the metrics label it: methods the
+// server does not serve are all "other", so that clients cannot add
+// label values at will.
+func methodLabel(m string) string {
+	switch m {
+	case http.MethodGet, http.MethodHead, http.MethodPut, http.MethodPost, http.MethodDelete:
+		return m
+	}
+	return "other"
 }
 
 func newMetrics(reg *prometheus.Registry, m meta.Store) *metrics {
@@ -43,13 +73,27 @@ func newMetrics(reg *prometheus.Registry, m meta.Store) *metrics {
 	reg.MustRegister(mt.requests, mt.respBytes, mt.duration, mt.uploadBytes, mt.rejected,
 		&usageCollector{meta: m}, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	mt.handler = promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
+	mt.kinds = map[string]kindMetrics{}
+	for _, k := range requestKinds {
+		mt.kinds[k] = kindMetrics{mt.respBytes.WithLabelValues(k), mt.duration.WithLabelValues(k)}
+	}
 	return mt
 }
 
 func (m *metrics) observe(kind, method string, status int, bytes int64, d time.Duration) {
-	m.requests.WithLabelValues(kind, method, strconv.Itoa(status)).Inc()
-	m.respBytes.WithLabelValues(kind).Add(float64(bytes))
-	m.duration.WithLabelValues(kind).Observe(d.Seconds())
+	method = methodLabel(method)
+	key := requestKey{kind, method, status}
+	c, ok := m.counters.Load(key)
+	if !ok {
+		c, _ = m.counters.LoadOrStore(key, m.requests.WithLabelValues(kind, method, strconv.Itoa(status)))
+	}
+	c.(prometheus.Counter).Inc()
+	km, ok := m.kinds[kind]
+	if !ok {
+		km = kindMetrics{m.respBytes.WithLabelValues(kind), m.duration.WithLabelValues(kind)}
+	}
+	km.bytes.Add(float64(bytes))
+	km.duration.Observe(d.Seconds())
 }
 
 func (m *metrics) reject(reason string) { m.rejected.WithLabelValues(reason).Inc() }

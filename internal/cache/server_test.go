@@ -229,12 +229,18 @@ func TestMetricsAndHealth(t *testing.T) {
 	if st, body := e.do("GET", "/healthz", "", nil); st != 200 || body != "ok\n" {
 		t.Errorf("healthz = %d %q", st, body)
 	}
+	for range 2 {
+		e.do("GET", "/main/"+bad.narinfoPath(), "", nil)
+		e.do("BREW", "/main/"+bad.narinfoPath(), "", nil) // a method label clients cannot choose
+	}
 	st, body := e.do("GET", "/metrics", "", nil)
 	if st != 200 {
 		t.Fatalf("metrics: %d", st)
 	}
 	mustContain(t, "metrics", body,
 		`silo_http_requests_total{code="200",kind="narinfo",method="PUT"} 1`,
+		`silo_http_requests_total{code="404",kind="narinfo",method="GET"} 2`,
+		`silo_http_requests_total{code="404",kind="other",method="other"} 2`,
 		`silo_cache_paths{cache="main"} 1`,
 		`silo_upload_rejected_total{reason="mismatch"} 1`,
 		`silo_http_response_bytes_total{kind="narinfo"}`,
