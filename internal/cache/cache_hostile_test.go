@@ -14,6 +14,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -684,5 +685,26 @@ func TestHostileTrailingData(t *testing.T) {
 	}
 	if keys := e.blobKeys(); len(keys) != 0 {
 		t.Errorf("refused uploads stored %v", keys)
+	}
+}
+
+// srvDo calls the handler directly, without a connection, to be fast.
+func (e *testEnv) srvDo(method, target string) (int, string) {
+	w := httptest.NewRecorder()
+	e.srv.ServeHTTP(w, httptest.NewRequest(method, target, nil))
+	return w.Code, w.Body.String()
+}
+
+// Go's server accepts any token as a method: unauthenticated requests with
+// made-up methods must not each create a time series, which would grow
+// memory and /metrics without bound.
+func TestHostileMetricsMethodCardinality(t *testing.T) {
+	e := newEnv(t, Options{})
+	for i := range 2000 {
+		e.srvDo(fmt.Sprintf("M%06d", i), "/x/nix-cache-info")
+	}
+	_, body := e.do("GET", "/metrics", "", nil)
+	if n := strings.Count(body, "silo_http_requests_total{"); n > 50 {
+		t.Errorf("/metrics has %d request series after 2000 requests with made-up methods (%d KiB)", n, len(body)>>10)
 	}
 }
