@@ -140,9 +140,15 @@ func (s *Server) receiveNAR(ctx context.Context, body io.Reader, max int64) (_ *
 		return nil, internal("store NAR", err)
 	}
 	narHash := hash.NewWriter(hash.SHA256)
-	src := &errReader{r: dec}
+	var decoded io.Reader = dec
+	if max > 0 {
+		// The limit holds for what the body expands to as well, so a small
+		// compressed bomb costs no more than an honest upload of max bytes.
+		decoded = &capReader{r: dec, left: max}
+	}
+	src := &errReader{r: decoded}
 	tee := io.TeeReader(src, io.MultiWriter(narHash, &encWriter{enc}))
-	err = nar.WriteListing(res.listing, tee)
+	err = nar.WriteListing(&encWriter{res.listing}, tee)
 	if cerr := enc.Close(); err == nil && cerr != nil {
 		err = &storeError{cerr}
 	}
@@ -182,6 +188,31 @@ func (e *errReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// errNARTooLarge is returned by capReader when the decompressed NAR
+// exceeds the size limit.
+var errNARTooLarge = errors.New("decompressed NAR exceeds the size limit")
+
+// capReader fails with errNARTooLarge once more than left bytes are read.
+type capReader struct {
+	r    io.Reader
+	left int64
+}
+
+func (c *capReader) Read(p []byte) (int, error) {
+	if c.left < 0 {
+		return 0, errNARTooLarge
+	}
+	if int64(len(p)) > c.left+1 {
+		p = p[:c.left+1]
+	}
+	n, err := c.r.Read(p)
+	c.left -= int64(n)
+	if c.left < 0 {
+		return n, errNARTooLarge
+	}
+	return n, err
+}
+
 // encWriter marks errors of the storage side, so they are not blamed on the client.
 type encWriter struct{ w io.Writer }
 
@@ -206,6 +237,9 @@ func (s *Server) uploadError(method string, max int64, got uint64, err error) er
 	case max > 0 && got > uint64(max):
 		s.metrics.reject("too_large")
 		return errorf(http.StatusRequestEntityTooLarge, "NAR upload is larger than %d bytes (--max-nar-size)", max)
+	case errors.Is(err, errNARTooLarge):
+		s.metrics.reject("too_large")
+		return errorf(http.StatusRequestEntityTooLarge, "NAR upload expands to more than %d bytes (--max-nar-size bounds the NAR as well as the file sent)", max)
 	case errors.Is(err, nar.ErrInvalid):
 		s.metrics.reject("invalid_nar")
 		return errorf(http.StatusBadRequest, "NAR upload rejected: %v", err)
