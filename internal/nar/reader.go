@@ -22,6 +22,10 @@ type Reader struct {
 	lo, hi int   // buffered, unconsumed bytes are buf[lo:hi]
 	off    int64 // NAR offset of buf[lo]
 	err    error // sticky
+	// srcErr is the error the source returned, possibly together with its
+	// last bytes. Once set, the source is not read again, and the error is
+	// reported when those bytes run out (io.EOF only if the NAR ends there).
+	srcErr error
 
 	started   bool
 	dirs      []dirFrame // open directories, innermost last
@@ -78,10 +82,9 @@ func (r *Reader) Read(p []byte) (int, error) {
 		r.lo += n
 	} else if len(p) >= len(r.buf)/2 {
 		// Large reads bypass the buffer.
-		var err error
-		n, err = r.r.Read(p)
-		if n == 0 && err != nil {
-			r.err = r.truncated(err)
+		n = r.read(p)
+		if n == 0 && r.srcErr != nil {
+			r.err = r.truncated(r.srcErr)
 			return 0, r.err
 		}
 	} else {
@@ -273,6 +276,18 @@ func (r *Reader) finishFile() error {
 	return nil
 }
 
+// read reads from the source, remembering its error.
+func (r *Reader) read(p []byte) int {
+	if r.srcErr != nil {
+		return 0
+	}
+	n, err := r.r.Read(p)
+	if err != nil {
+		r.srcErr = err
+	}
+	return n
+}
+
 // fill makes at least n bytes available in buf[lo:hi].
 func (r *Reader) fill(n int) error {
 	if r.hi-r.lo >= n {
@@ -283,16 +298,9 @@ func (r *Reader) fill(n int) error {
 		r.lo = 0
 	}
 	for r.hi-r.lo < n {
-		m, err := r.r.Read(r.buf[r.hi:])
-		r.hi += m
-		if r.hi-r.lo >= n {
-			return nil
-		}
-		if err != nil {
-			return r.truncated(err)
-		}
-		if m == 0 {
-			continue
+		r.hi += r.read(r.buf[r.hi:])
+		if r.hi-r.lo < n && r.srcErr != nil {
+			return r.truncated(r.srcErr)
 		}
 	}
 	return nil
@@ -381,18 +389,16 @@ func (r *Reader) checkEOF() error {
 		return fmt.Errorf("%w: trailing data at byte %d after the end of the NAR", ErrInvalid, r.off)
 	}
 	var one [1]byte
-	for {
-		n, err := r.r.Read(one[:])
-		if n > 0 {
+	for r.srcErr == nil {
+		if r.read(one[:]) > 0 {
 			return fmt.Errorf("%w: trailing data at byte %d after the end of the NAR", ErrInvalid, r.off)
 		}
-		if err == io.EOF {
-			return io.EOF
-		}
-		if err != nil {
-			return fmt.Errorf("nar: reading after the end of the NAR: %w", err)
-		}
 	}
+	if r.srcErr == io.EOF {
+		return io.EOF
+	}
+	// The source failed: what it gave may not be all it held.
+	return fmt.Errorf("read NAR: after its end at byte %d: %w", r.off, r.srcErr)
 }
 
 // errorf returns an ErrInvalid error naming the current object.
