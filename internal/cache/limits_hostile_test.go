@@ -96,3 +96,18 @@ func TestHostileBombOverMaxNARSize(t *testing.T) {
 		t.Errorf("stored %v", keys)
 	}
 }
+
+// An xz body with garbage behind the xz stream must be refused, as it is
+// for zstd and gzip ("the compressed stream must end where the NAR ends").
+// ulikunitz/xz fails on the garbage in the same Read that returns the NAR's
+// last bytes, so this also proves nar.Reader keeps an error that arrives
+// with data.
+func TestHostileXZTrailingGarbage(t *testing.T) {
+	e := newEnv(t, Options{})
+	e.cache("main", true)
+	tok := e.token("main", meta.PermPush, time.Time{})
+	file := append(compressed(t, compress.XZ, dirNAR("a", "x")), []byte("garbage!")...)
+	if st, body := e.do("PUT", "/main/nar/trailing.nar.xz", tok, file); st != 400 {
+		t.Errorf("xz body with trailing garbage = %d %q, want 400", st, body)
+	}
+}
