@@ -19,11 +19,16 @@ type view struct {
 	// gen counts the times the maps were emptied. A lookup stores what it
 	// read only if no change was seen since the request's sync: its read
 	// may predate the write that emptied the maps.
-	gen      uint64
-	version  int64
-	synced   bool
-	arrivals uint64        // requests that called sync
-	check    *versionCheck // the version query in flight, if any
+	gen     uint64
+	version int64
+	synced  bool
+	// Version checks: started counts the checks begun, checking says
+	// whether one is in flight, and last is the outcome of the latest to
+	// finish. checked is signalled when one finishes.
+	started  uint64
+	checking bool
+	last     checkResult
+	checked  sync.Cond
 	caches   map[string]cacheEntry
 	tokens   map[string]tokenEntry
 	narinfos map[narinfoKey]narinfoEntry
@@ -62,6 +67,7 @@ const maxViewBytes = 64 << 20
 
 func newView(m meta.Store) *view {
 	v := &view{meta: m}
+	v.checked.L = &v.mu
 	v.reset()
 	return v
 }
@@ -80,51 +86,44 @@ func (v *view) reset() {
 //
 // Concurrent requests share checks: a request waits for a check that
 // began after it arrived (that check sees every write committed before
-// the request), and starts one itself if none has. Under load this makes
-// one version query serve many requests, without ever answering from a
-// check older than the request.
+// the request), and starts one itself if none is in flight. Under load
+// this makes one version query serve many requests, without ever
+// answering from a check older than the request.
 func (v *view) sync(ctx context.Context) (uint64, error) {
 	v.mu.Lock()
-	v.arrivals++
-	arrival := v.arrivals
-	for {
-		c := v.check
-		switch {
-		case c != nil && c.startedAfter >= arrival:
-			// A check that began after we arrived: its answer will do.
-			v.mu.Unlock()
-			<-c.done
-			return c.gen, c.err
-		case c != nil:
-			// A check older than us: wait for it, then check again.
-			v.mu.Unlock()
-			<-c.done
-			v.mu.Lock()
-			continue
-		}
-		c = &versionCheck{done: make(chan struct{}), startedAfter: v.arrivals}
-		v.check = c
-		v.mu.Unlock()
-		ver, err := v.meta.Version(ctx)
-		v.mu.Lock()
-		if err == nil && (!v.synced || ver != v.version) {
-			v.reset()
-			v.version, v.synced = ver, true
-		}
-		c.gen, c.err = v.gen, err
-		v.check = nil
-		v.mu.Unlock()
-		close(c.done)
-		return c.gen, c.err
+	// Any check numbered above those begun so far starts after now.
+	want := v.started + 1
+	for v.checking && v.last.seq < want {
+		v.checked.Wait()
 	}
+	if v.last.seq >= want {
+		r := v.last
+		v.mu.Unlock()
+		return r.gen, r.err
+	}
+	v.started++
+	seq := v.started
+	v.checking = true
+	v.mu.Unlock()
+	ver, err := v.meta.Version(ctx)
+	v.mu.Lock()
+	if err == nil && (!v.synced || ver != v.version) {
+		v.reset()
+		v.version, v.synced = ver, true
+	}
+	r := checkResult{seq: seq, gen: v.gen, err: err}
+	v.last = r
+	v.checking = false
+	v.checked.Broadcast()
+	v.mu.Unlock()
+	return r.gen, r.err
 }
 
-// versionCheck is one meta.Version query that requests share.
-type versionCheck struct {
-	done         chan struct{}
-	startedAfter uint64 // the arrivals counted when it began
-	gen          uint64
-	err          error
+// checkResult is the outcome of one meta.Version check.
+type checkResult struct {
+	seq uint64 // the check's number, from view.started
+	gen uint64
+	err error
 }
 
 // cacheable reports whether a lookup's result may be remembered: found,
