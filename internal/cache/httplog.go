@@ -143,8 +143,14 @@ func (s *Server) logged(w http.ResponseWriter, r *http.Request, route func(http.
 	d := time.Since(start)
 	s.metrics.observe(kind, r.Method, sw.status, sw.bytes, d)
 	level := slog.LevelInfo
-	if sw.status >= 500 {
+	switch {
+	case sw.status >= 500:
 		level = slog.LevelError
+	case kind == "narinfo" && (r.Method == http.MethodGet || r.Method == http.MethodHead) &&
+		(sw.status == http.StatusOK || sw.status == http.StatusNotFound):
+		// Nix asks for a narinfo per path it might substitute: logging
+		// each at info would drown the rest and cost more than serving it.
+		level = slog.LevelDebug
 	}
 	if !s.log.Enabled(r.Context(), level) {
 		return

@@ -3,9 +3,12 @@ package cache
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"io"
+	"log/slog"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -308,4 +311,57 @@ func TestStoredCompression(t *testing.T) {
 			}
 		})
 	}
+}
+
+// Narinfo lookups (found or not) are logged at debug, everything else at
+// info or above.
+func TestRequestLogLevels(t *testing.T) {
+	var logs syncBuffer
+	e := newEnv(t, Options{Logger: slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
+	e.cache("main", true)
+	tok := e.token("main", meta.PermPush, time.Time{})
+	u := newUpload(t, "logged", fileNAR("logged"), compress.Zstd)
+	e.push("main", tok, u)
+	missing := strings.Repeat("0", 32) + ".narinfo"
+	e.do("GET", "/main/"+u.narinfoPath(), "", nil)
+	e.do("HEAD", "/main/"+missing, "", nil)
+	e.do("GET", "/main/nix-cache-info", "", nil)
+	levels := map[string]string{}
+	dec := json.NewDecoder(strings.NewReader(logs.String()))
+	for dec.More() {
+		var l struct{ Level, Method, Path string }
+		if err := dec.Decode(&l); err != nil {
+			t.Fatal(err)
+		}
+		levels[l.Method+" "+l.Path] = l.Level
+	}
+	want := map[string]string{
+		"PUT /main/" + u.narinfoPath(): "INFO",
+		"GET /main/" + u.narinfoPath(): "DEBUG",
+		"HEAD /main/" + missing:        "DEBUG",
+		"GET /main/nix-cache-info":     "INFO",
+	}
+	for k, w := range want {
+		if levels[k] != w {
+			t.Errorf("%s logged at %q, want %s; log:\n%s", k, levels[k], w, logs.String())
+		}
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for the server's concurrent writes.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
 }

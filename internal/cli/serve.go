@@ -52,7 +52,7 @@ func defineServeFlags(fs *flag.FlagSet) *serveFlags {
 	fs.DurationVar(&f.uploadTTL, "upload-ttl", 24*time.Hour, "how long a verified NAR upload waits for its narinfo")
 	fs.DurationVar(&f.gcInterval, "gc-interval", 10*time.Minute, "how often unused NARs and expired uploads are deleted")
 	fs.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 30*time.Second, "how long in-flight requests may finish on SIGTERM")
-	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error (requests are logged at info)")
+	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error (requests are logged at info, narinfo lookups answered 200 or 404 at debug)")
 	fs.StringVar(&f.logFormat, "log-format", "text", "text or json")
 	fs.String("config", "", "TOML config `FILE` setting any of these flags (keys are the flag names)")
 	return f
