@@ -2,9 +2,9 @@
 // (modernc.org/sqlite, pure Go), shared safely by the server and the admin
 // commands running beside it: every write is a transaction that takes the
 // write lock up front (BEGIN IMMEDIATE), every read sees committed state,
-// and a busy database is waited for, not failed. Version costs one pread
-// of the WAL index (-shm) while nothing has been committed, so the server
-// can check it on every request.
+// and a busy database is waited for, not failed. Version costs a read of
+// the mapped WAL index (-shm) while nothing has been committed, so the
+// server can check it on every request.
 package sqlite
 
 import (
@@ -14,7 +14,9 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/silo-cache/silo/internal/meta"
@@ -36,10 +38,11 @@ type Store struct {
 	versionMu   sync.Mutex
 	versionConn *sql.Conn
 	versionStmt *sql.Stmt
-	// shm is the database's WAL index (<db>-shm), read to learn cheaply
-	// that nothing was committed since the last data_version query; nil
-	// if it could not be opened (then every Version call queries).
-	shm         *os.File
+	// shm maps the first page of the database's WAL index (<db>-shm),
+	// read to learn cheaply that nothing was committed since the last
+	// data_version query; nil if it could not be mapped (then every
+	// Version call queries).
+	shm         []byte
 	shmHdr      [walIndexHdrSize]byte // the WAL index header at lastVersion
 	shmValid    bool
 	lastVersion int64
@@ -87,7 +90,7 @@ func Open(ctx context.Context, path string) (*Store, error) {
 		db.Close()
 		return nil, fmt.Errorf("open metadata %s: %w", path, err)
 	}
-	s.shm, _ = os.Open(path + "-shm")
+	s.shm = mapShm(path + "-shm")
 	return s, nil
 }
 
@@ -97,7 +100,8 @@ func (s *Store) Close() error {
 	s.versionStmt.Close()
 	s.versionConn.Close()
 	if s.shm != nil {
-		s.shm.Close()
+		syscall.Munmap(s.shm)
+		s.shm = nil
 	}
 	s.versionMu.Unlock()
 	return s.db.Close()
@@ -113,8 +117,8 @@ const walIndexHdrSize = 48
 
 // Version returns SQLite's data_version as seen by a connection that
 // never writes. While the WAL index header has not changed since the
-// last query it returns that query's answer after one pread of the
-// -shm file, without a query.
+// last query it returns that query's answer after reading the header
+// from the mapped -shm file, without a query.
 func (s *Store) Version(ctx context.Context) (int64, error) {
 	s.versionMu.Lock()
 	defer s.versionMu.Unlock()
@@ -123,7 +127,7 @@ func (s *Store) Version(ctx context.Context) (int64, error) {
 	// the header from the one stored with the answer, and the next call
 	// queries again. (The other order could pair an old answer with a
 	// new header and miss that commit.)
-	ok := s.shm != nil && readFull(s.shm, hdr[:])
+	ok := s.readShm(hdr[:])
 	// The two copies differ while a commit is writing them.
 	ok = ok && [walIndexHdrSize]byte(hdr[:walIndexHdrSize]) == [walIndexHdrSize]byte(hdr[walIndexHdrSize:])
 	if ok && s.shmValid && [walIndexHdrSize]byte(hdr[:walIndexHdrSize]) == s.shmHdr {
@@ -139,10 +143,41 @@ func (s *Store) Version(ctx context.Context) (int64, error) {
 	return v, nil
 }
 
-// readFull reads len(b) bytes at offset 0 of f with one pread.
-func readFull(f *os.File, b []byte) bool {
-	n, err := f.ReadAt(b, 0)
-	return err == nil && n == len(b)
+// mapShm maps the first page of the WAL index read-only, or returns nil.
+// SQLite never shrinks the file while a connection of this process
+// (versionConn) has it open; readShm survives a fault anyway.
+func mapShm(name string) []byte {
+	f, err := os.Open(name)
+	if err != nil {
+		return nil
+	}
+	defer f.Close()
+	const size = 4096
+	if fi, err := f.Stat(); err != nil || fi.Size() < size {
+		return nil
+	}
+	m, err := syscall.Mmap(int(f.Fd()), 0, size, syscall.PROT_READ, syscall.MAP_SHARED)
+	if err != nil {
+		return nil
+	}
+	return m
+}
+
+// readShm copies the start of the mapped WAL index into b. After a fault
+// (the file was truncated) it stops using the mapping and reports false.
+func (s *Store) readShm(b []byte) (ok bool) {
+	if s.shm == nil {
+		return false
+	}
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer func() {
+		if recover() != nil {
+			syscall.Munmap(s.shm)
+			s.shm, ok = nil, false
+		}
+	}()
+	copy(b, s.shm)
+	return true
 }
 
 func (s *Store) queryVersion(ctx context.Context) (int64, error) {

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"syscall"
 	"testing"
 
 	"github.com/silo-cache/silo/internal/meta"
@@ -127,6 +128,45 @@ func TestVersionSeesOtherProcessCommits(t *testing.T) {
 		if _, err := s.Token(ctx, fmt.Sprint("t", i)); err != nil {
 			t.Fatalf("write %d: %v", i, err)
 		}
+	}
+}
+
+// A mapping whose file shrank faults; Version must then fall back to
+// querying, not crash the server.
+func TestVersionAfterShmFault(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	s, err := Open(ctx, filepath.Join(dir, "silo.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	// Swap in a mapping of a file of our own, then truncate that file.
+	other := filepath.Join(dir, "other")
+	if err := os.WriteFile(other, make([]byte, 8192), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	m := mapShm(other)
+	if m == nil {
+		t.Fatal("cannot map a file of 8192 bytes")
+	}
+	syscall.Munmap(s.shm)
+	s.shm = m
+	if err := os.Truncate(other, 0); err != nil {
+		t.Fatal(err)
+	}
+	before, err := s.Version(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.shm != nil {
+		t.Fatal("the faulting mapping is still used")
+	}
+	if err := s.CreateToken(ctx, meta.Token{ID: "t", Hash: make([]byte, 32), CachePattern: "*", Perms: meta.PermPull}); err != nil {
+		t.Fatal(err)
+	}
+	if after, err := s.Version(ctx); err != nil || after == before {
+		t.Errorf("Version after a write, without the mapping: %d, %v (before: %d)", after, err, before)
 	}
 }
 
