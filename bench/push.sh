@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Benchmarks `silo push` against `nix copy --to` pushing the same closure
 # into the same silo server (silo serve), each run into a fresh cache, both
-# with zstd at its default level (Nix: ?compression=zstd; silo push always
-# uploads zstd, at level $LEVEL: 1 by default, 3 is Nix's). Wall time of
-# each push, best of $RUNS alternating runs.
+# with zstd at the same level $LEVEL (1 by default; Nix's own default is 3):
+# Nix gets ?compression=zstd&compression-level=$LEVEL, silo push
+# --compression-level $LEVEL. Wall time of each push, best of $RUNS
+# alternating runs.
 #
 # The closure: $PATHS small paths of varied size and file count, $LARGE
 # large ones ($LARGE_MB MiB each, half compressible), and a root. Afterwards
@@ -88,7 +89,7 @@ best_nix=; best_silo=
 for ((r = 0; r < RUNS; r++)); do
   tok=$(newcache "nix$r")
   printf 'machine 127.0.0.1 password %s\n' "$tok" > "$work/netrc"
-  t=$(seconds nix copy --to "$url/nix$r?compression=zstd" --option netrc-file "$work/netrc" "$root")
+  t=$(seconds nix copy --to "$url/nix$r?compression=zstd&compression-level=$LEVEL" --option netrc-file "$work/netrc" "$root")
   echo "run $r: nix copy --to   $t s" | tee -a "$work/results"
   best_nix=$(echo "$t" "$best_nix" | awk '{ print ($2 == "" || $1 < $2) ? $1 : $2 }')
 
@@ -104,5 +105,5 @@ for ((r = 0; r < RUNS; r++)); do
   done
 done
 echo
-echo "closure: $count paths, $((total >> 20)) MiB of NARs; silo push --jobs $JOBS --compression-level $LEVEL; best of $RUNS alternating runs; load average $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "closure: $count paths, $((total >> 20)) MiB of NARs; zstd level $LEVEL for both, silo push --jobs $JOBS; best of $RUNS alternating runs; load average $(cut -d' ' -f1-3 /proc/loadavg)"
 awk -v n="$best_nix" -v s="$best_silo" 'BEGIN { printf "nix copy %.2f s, silo push %.2f s: silo push %.2fx faster (target >= 2)\n", n, s, n / s }'

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/silo-cache/silo/internal/compress"
+	"github.com/silo-cache/silo/internal/hash"
 	"github.com/silo-cache/silo/internal/meta"
 	"github.com/silo-cache/silo/internal/nar"
 	"github.com/silo-cache/silo/internal/narinfo"
@@ -284,32 +285,49 @@ func TestRequestIDsDiffer(t *testing.T) {
 }
 
 // The stored form is configurable; narinfos describe it.
+// Every upload is served in the stored form; an upload already in that
+// form is kept byte for byte (no recompression), any other is recompressed.
 func TestStoredCompression(t *testing.T) {
 	for _, stored := range []string{compress.Zstd, compress.XZ, compress.None} {
-		t.Run(stored, func(t *testing.T) {
-			e := newEnv(t, Options{Compression: stored})
-			e.cache("main", true)
-			tok := e.token("main", meta.PermPush, time.Time{})
-			u := newUpload(t, "s", dirNAR("f", strings.Repeat("compressible ", 500)), compress.XZ)
-			e.push("main", tok, u)
-			_, text := e.do("GET", "/main/"+u.narinfoPath(), "", nil)
-			ni, err := narinfo.ParseString(storepath.DefaultDir, text)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if ni.Compression != stored || !strings.HasSuffix(ni.URL, ".nar"+compress.Ext(stored)) {
-				t.Errorf("narinfo says Compression %q URL %q, want %s", ni.Compression, ni.URL, stored)
-			}
-			_, file := e.do("GET", "/main/"+ni.URL, "", nil)
-			dec, err := compress.NewReader(stored, strings.NewReader(file))
-			if err != nil {
-				t.Fatal(err)
-			}
-			got, _ := io.ReadAll(dec)
-			if !bytes.Equal(got, u.nar) || uint64(len(file)) != ni.FileSize {
-				t.Errorf("stored %s file: %d bytes (narinfo says %d), decompresses to the NAR: %v", stored, len(file), ni.FileSize, bytes.Equal(got, u.nar))
-			}
-		})
+		for _, sent := range []string{compress.Zstd, compress.XZ, compress.None} {
+			t.Run(sent+" stored as "+stored, func(t *testing.T) {
+				e := newEnv(t, Options{Compression: stored})
+				e.cache("main", true)
+				tok := e.token("main", meta.PermPush, time.Time{})
+				u := newUpload(t, "s", dirNAR("f", strings.Repeat("compressible ", 500)), sent)
+				// Compress at a level the server would not choose, so a
+				// recompressed file cannot equal the upload by chance.
+				var buf bytes.Buffer
+				w, _ := compress.NewWriter(sent, &buf, 19)
+				w.Write(u.nar)
+				w.Close()
+				u.file = buf.Bytes()
+				u.info.FileHash, u.info.FileSize = hash.Sum(hash.SHA256, u.file), uint64(len(u.file))
+				u.url = "nar/" + u.info.FileHash.Nix32() + ".nar" + compress.Ext(sent)
+				u.info.URL = u.url
+				e.push("main", tok, u)
+				_, text := e.do("GET", "/main/"+u.narinfoPath(), "", nil)
+				ni, err := narinfo.ParseString(storepath.DefaultDir, text)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if ni.Compression != stored || !strings.HasSuffix(ni.URL, ".nar"+compress.Ext(stored)) {
+					t.Errorf("narinfo says Compression %q URL %q, want %s", ni.Compression, ni.URL, stored)
+				}
+				_, file := e.do("GET", "/main/"+ni.URL, "", nil)
+				dec, err := compress.NewReader(stored, strings.NewReader(file))
+				if err != nil {
+					t.Fatal(err)
+				}
+				got, _ := io.ReadAll(dec)
+				if !bytes.Equal(got, u.nar) || uint64(len(file)) != ni.FileSize {
+					t.Errorf("stored %s file: %d bytes (narinfo says %d), decompresses to the NAR: %v", stored, len(file), ni.FileSize, bytes.Equal(got, u.nar))
+				}
+				if kept := file == string(u.file); kept != (sent == stored) {
+					t.Errorf("sent %s, stored %s: served file identical to the upload = %v, want %v", sent, stored, kept, sent == stored)
+				}
+			})
+		}
 	}
 }
 

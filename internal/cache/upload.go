@@ -114,13 +114,6 @@ func (s *Server) receiveNAR(ctx context.Context, body io.Reader, max int64) (_ *
 		}
 		return nil, errorf(http.StatusUnsupportedMediaType, "NAR upload: %v", err)
 	}
-	dec, err := compress.NewReader(method, br)
-	if err != nil {
-		s.metrics.reject("decompress")
-		return nil, errorf(http.StatusBadRequest, "NAR upload (%s): %v", method, err)
-	}
-	defer dec.Close()
-
 	res := &received{}
 	if res.nar, err = s.blobs.Create(ctx); err != nil {
 		return nil, internal("store NAR", err)
@@ -135,9 +128,30 @@ func (s *Server) receiveNAR(ctx context.Context, body io.Reader, max int64) (_ *
 		}
 	}()
 	storedHash := hash.NewWriter(hash.SHA256)
-	enc, err := compress.NewWriter(s.opts.Compression, io.MultiWriter(res.nar, storedHash), s.opts.CompressionLevel)
+	storedSink := io.MultiWriter(res.nar, storedHash)
+
+	// An upload already in the stored form is kept byte for byte once it
+	// verifies: the decompressor reads it through a tee into the blob, and
+	// recompressing is skipped. Only an explicit --compression-level asks
+	// for recompression.
+	var decIn io.Reader = br
+	var raw *sinkWriter
+	if method == s.opts.Compression && s.opts.CompressionLevel == 0 {
+		raw = &sinkWriter{w: storedSink}
+		decIn = io.TeeReader(br, raw)
+	}
+	dec, err := compress.NewReader(method, decIn)
 	if err != nil {
-		return nil, internal("store NAR", err)
+		s.metrics.reject("decompress")
+		return nil, errorf(http.StatusBadRequest, "NAR upload (%s): %v", method, err)
+	}
+	defer dec.Close()
+
+	var enc io.WriteCloser = nopCloser{io.Discard}
+	if raw == nil {
+		if enc, err = compress.NewWriter(s.opts.Compression, storedSink, s.opts.CompressionLevel); err != nil {
+			return nil, internal("store NAR", err)
+		}
 	}
 	narHash := hash.NewWriter(hash.SHA256)
 	var decoded io.Reader = dec
@@ -159,6 +173,10 @@ func (s *Server) receiveNAR(ctx context.Context, body io.Reader, max int64) (_ *
 		if err == nil && n > 0 {
 			err = fmt.Errorf("%d bytes follow the end of the %s stream", n, method)
 		}
+	}
+	if raw != nil && raw.err != nil {
+		// The blob failed under the decompressor, whatever that reported.
+		err = &storeError{raw.err}
 	}
 	if err != nil {
 		if src.err != nil && method != compress.None && !errors.As(err, new(*storeError)) {
@@ -212,6 +230,25 @@ func (c *capReader) Read(p []byte) (int, error) {
 	}
 	return n, err
 }
+
+// sinkWriter remembers the first error of the blob it writes to, which a
+// decompressor reading through a tee would otherwise report as its own.
+type sinkWriter struct {
+	w   io.Writer
+	err error
+}
+
+func (s *sinkWriter) Write(p []byte) (int, error) {
+	n, err := s.w.Write(p)
+	if err != nil && s.err == nil {
+		s.err = err
+	}
+	return n, err
+}
+
+type nopCloser struct{ io.Writer }
+
+func (nopCloser) Close() error { return nil }
 
 // encWriter marks errors of the storage side, so they are not blamed on the client.
 type encWriter struct{ w io.Writer }
