@@ -57,7 +57,9 @@ func newEnv(t testing.TB, opts Options) *testEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ts := httptest.NewServer(srv)
+	ts := httptest.NewUnstartedServer(srv)
+	ts.Config.ConnContext = ConnContext
+	ts.Start()
 	t.Cleanup(ts.Close)
 	return &testEnv{t: t, srv: srv, ts: ts, meta: m, blobs: b}
 }

@@ -70,6 +70,7 @@ func (s *Server) serveBlob(w http.ResponseWriter, r *http.Request, key, contentT
 		hdr.Set("Cache-Control", "public, max-age=31536000, immutable")
 		hdr.Set("ETag", `"`+key+`"`)
 	}
+	defer cork(r)()
 	http.ServeContent(w, r, "", noModTime, f)
 	return nil
 }

@@ -219,6 +219,7 @@ func runServe(ctx context.Context, env *Env, f *serveFlags) error {
 		IdleTimeout:       5 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 		BaseContext:       func(net.Listener) context.Context { return reqCtx },
+		ConnContext:       cache.ConnContext,
 	}
 	gcCtx, stopGC := context.WithCancel(ctx)
 	defer stopGC()
