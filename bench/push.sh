@@ -15,6 +15,9 @@
 #
 #   bench/push.sh                        # defaults below
 #   PATHS=400 LARGE=4 LARGE_MB=64 RUNS=3 LEVEL=3 bench/push.sh
+#
+# Each run also reports the CPU time of the pushing client and of the
+# server (both compete for the same cores).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -35,7 +38,7 @@ cleanup() {
 }
 trap cleanup EXIT
 go build -o "$work/silo" ./cmd/silo
-silo=$work/silo
+silo=${SILO:-$work/silo} # SILO=/path/to/silo: benchmark another build (say, of an older commit)
 export HOME=$work/home XDG_CONFIG_HOME=$work/config XDG_CACHE_HOME=$work/cache
 mkdir -p "$HOME"
 
@@ -62,7 +65,8 @@ NIX
   echo ']'
 } > "$work/leaves.nix"
 echo "push.sh: building a closure of $((PATHS + 1)) paths ($LARGE of $LARGE_MB MiB)..." >&2
-root=$(nix build --max-jobs 2 --no-link --json --impure -f "$work/root.nix" | sed -n 's/.*"out":"\([^"]*\)".*/\1/p')
+root=$(nix build --quiet --max-jobs 2 --no-link --json --impure -f "$work/root.nix" 2>"$work/build.log" | sed -n 's/.*"out":"\([^"]*\)".*/\1/p')
+[ -n "$root" ] || { tail -20 "$work/build.log" >&2; exit 1; }
 count=$(nix-store -qR "$root" | wc -l)
 total=$(nix path-info -S "$root" | awk '{print $2}')
 echo "push.sh: closure of $count paths, $((total >> 20)) MiB of NARs" >&2
@@ -78,11 +82,17 @@ newcache() { # newcache NAME: creates the cache and a push token; prints the tok
   "$silo" token create --cache "$1" --push --data-dir "$work/data" 2>/dev/null
 }
 
-seconds() { # seconds CMD...: wall time of a command, in seconds
-  local t0 t1
+servercpu() { # CPU seconds (user+sys) the server has used so far
+  awk '{ printf "%.2f\n", ($14 + $15) / 100 }' "/proc/${pids[0]}/stat"
+}
+seconds() { # seconds CMD...: wall time of a command, in seconds; its CPU and the server's go to $work/cpu
+  local t0 t1 s0 s1
+  s0=$(servercpu)
   t0=$(date +%s%N)
-  "$@" >>"$work/push.log" 2>&1
+  /usr/bin/time -f '%U %S' -o "$work/time" "$@" >>"$work/push.log" 2>&1
   t1=$(date +%s%N)
+  s1=$(servercpu)
+  awk -v s0="$s0" -v s1="$s1" '{ printf "(client CPU %.2f s, server CPU %.2f s)", $1 + $2, s1 - s0 }' "$work/time" > "$work/cpu"
   echo "scale=3; ($t1 - $t0) / 1000000000" | bc
 }
 best_nix=; best_silo=
@@ -90,13 +100,13 @@ for ((r = 0; r < RUNS; r++)); do
   tok=$(newcache "nix$r")
   printf 'machine 127.0.0.1 password %s\n' "$tok" > "$work/netrc"
   t=$(seconds nix copy --to "$url/nix$r?compression=zstd&compression-level=$LEVEL" --option netrc-file "$work/netrc" "$root")
-  echo "run $r: nix copy --to   $t s" | tee -a "$work/results"
+  echo "run $r: nix copy --to   $t s $(cat "$work/cpu")" | tee -a "$work/results"
   best_nix=$(echo "$t" "$best_nix" | awk '{ print ($2 == "" || $1 < $2) ? $1 : $2 }')
 
   tok=$(newcache "silo$r")
   "$silo" login "silo$r" "$url/silo$r" "$tok" 2>/dev/null
   t=$(seconds "$silo" push --to "silo$r" --jobs "$JOBS" --compression-level "$LEVEL" "$root")
-  echo "run $r: silo push      $t s" | tee -a "$work/results"
+  echo "run $r: silo push      $t s $(cat "$work/cpu")" | tee -a "$work/results"
   best_silo=$(echo "$t" "$best_silo" | awk '{ print ($2 == "" || $1 < $2) ? $1 : $2 }')
 
   for c in "nix$r" "silo$r"; do

@@ -32,7 +32,14 @@ type httpTarget struct {
 	auth      func(*http.Request)
 	userAgent string
 	noBatch   atomic.Bool // the server answered 404 to _silo/missing
+	silo      atomic.Bool // the server answered _silo/missing: a silo server
 }
+
+// StreamsNARs is true once the server answered the batch endpoint only a
+// silo server has; silo serve verifies every NAR it receives (NarHash and
+// NarSize against the narinfo that later names it) and accepts chunked
+// uploads under any nar/ name.
+func (t *httpTarget) StreamsNARs() bool { return t.silo.Load() }
 
 func newHTTPTarget(u *url.URL, opts *TargetOptions) (*httpTarget, error) {
 	base := *u
@@ -153,6 +160,7 @@ func (t *httpTarget) Missing(ctx context.Context, hashParts []string) ([]string,
 			}
 			missing = append(missing, m...)
 		}
+		t.silo.Store(len(hashParts) > 0)
 		return missing, nil
 	}
 	return t.missingByHead(ctx, hashParts)
@@ -237,7 +245,9 @@ func (t *httpTarget) HasFile(ctx context.Context, rel string) (bool, error) {
 }
 
 // PutFile uploads with a known Content-Length, so a server never takes a
-// truncated body for a whole one, and retries transient failures.
+// truncated body for a whole one, and retries transient failures. A size
+// of -1 sends the body chunked; only for silo servers, which check what
+// they receive is a whole compressed NAR (a truncated zstd frame fails).
 func (t *httpTarget) PutFile(ctx context.Context, rel, contentType string, size int64, open func() (io.Reader, error)) error {
 	var err error
 	for attempt := range 3 {

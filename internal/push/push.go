@@ -5,9 +5,13 @@
 // Invariants: a narinfo is uploaded only after its NAR, and only after the
 // narinfos of all its references that this push uploads, so a cache never
 // names a path whose NAR or references it lacks (Nix's order). NARs stream
-// from the store through zstd to the cache; a NAR is held in memory only
-// up to a few MiB, beyond that in an unlinked temporary file, never whole
-// in memory. An interrupted push leaves no narinfo for a path whose upload
+// from the store through zstd to the cache. To a silo server (which
+// verifies every NAR itself) they stream chunked as they compress, named
+// by NarHash, with no FileHash in the narinfo; to other caches a NAR is
+// held in memory only up to a few MiB, beyond that in an unlinked
+// temporary file, never whole in memory, and is named by its FileHash.
+// Every NAR is hashed as it is read: one that differs from the Nix
+// database's NarHash is never uploaded whole. An interrupted push leaves no narinfo for a path whose upload
 // did not complete. Push never writes to the local store.
 package push
 

@@ -24,10 +24,21 @@ type Target interface {
 	// PutFile stores size bytes read from body at rel, all or nothing:
 	// after an error or cancellation the cache does not serve a partial
 	// file at rel. body is read from the start on each attempt (open
-	// returns a fresh reader).
+	// returns a fresh reader). size is -1 when unknown, which only a
+	// target whose StreamsNARs is true is asked to take.
 	PutFile(ctx context.Context, rel, contentType string, size int64, open func() (io.Reader, error)) error
 	// String returns the target's URL without credentials.
 	String() string
+}
+
+// narStreamer is a Target that takes a NAR of unknown length under any
+// nar/ name and verifies it itself before any narinfo may name it (a silo
+// server): push streams NARs to it as they are compressed, with no
+// temporary file and no FileHash, which would need the whole file first.
+type narStreamer interface {
+	// StreamsNARs reports whether the target is known to be such a
+	// cache; it is decided by Missing.
+	StreamsNARs() bool
 }
 
 // Content types Nix uses for uploads.

@@ -3,6 +3,7 @@ package push
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -46,7 +47,8 @@ type Uploader struct {
 }
 
 // Upload streams the NAR of info.Path, compressed, to the cache under
-// nar/<sha256 of the file>.nar.zst, checks that it hashes to info.NarHash,
+// nar/<sha256 of the file>.nar.zst (a silo server: nar/<NarHash>-nh.nar.zst),
+// checks that it hashes to info.NarHash,
 // then uploads the narinfo. narBytes, if not nil, is called as the NAR
 // streams. A failure or cancellation leaves no narinfo behind, so the path
 // never appears in the cache half-uploaded.
@@ -64,6 +66,9 @@ func (u *Uploader) Upload(ctx context.Context, info *localstore.PathInfo, narByt
 // UploadNAR uploads the NAR of info.Path and returns the narinfo that
 // describes it, signed if the Uploader has a key, not yet uploaded.
 func (u *Uploader) UploadNAR(ctx context.Context, info *localstore.PathInfo, narBytes func(int64)) (*narinfo.NarInfo, error) {
+	if st, ok := u.Target.(narStreamer); ok && st.StreamsNARs() {
+		return u.streamNAR(ctx, info, narBytes)
+	}
 	buf := &spill{dir: u.TempDir}
 	defer buf.Close()
 	narHash := hash.NewWriter(hash.SHA256)
@@ -104,22 +109,8 @@ func (u *Uploader) UploadNAR(ctx context.Context, info *localstore.PathInfo, nar
 			info.Path, got, narHash.Size(), info.NarHash, info.NarSize)
 	}
 
-	ni := &narinfo.NarInfo{
-		StorePath:   info.Path,
-		URL:         "nar/" + fileHash.Sum().Nix32() + ext,
-		Compression: compression,
-		FileHash:    fileHash.Sum(),
-		FileSize:    fileHash.Size(),
-		NarHash:     info.NarHash,
-		NarSize:     info.NarSize,
-		References:  slices.Clone(info.References),
-		Deriver:     info.Deriver,
-		Sigs:        slices.Clone(info.Sigs),
-		CA:          info.CA,
-	}
-	if u.SigningKey != nil {
-		ni.Sign(*u.SigningKey)
-	}
+	ni := u.narInfo(info, "nar/"+fileHash.Sum().Nix32()+ext, compression)
+	ni.FileHash, ni.FileSize = fileHash.Sum(), fileHash.Size()
 
 	if ni.FileSize >= dedupCheckSize {
 		if have, err := u.Target.HasFile(ctx, ni.URL); err == nil && have {
@@ -131,6 +122,154 @@ func (u *Uploader) UploadNAR(ctx context.Context, info *localstore.PathInfo, nar
 		return nil, fmt.Errorf("upload NAR of %s: %w", info.Path, err)
 	}
 	return ni, nil
+}
+
+// narInfo describes info's NAR uploaded at url, signed if the Uploader
+// has a key (the signature does not cover FileHash or FileSize).
+func (u *Uploader) narInfo(info *localstore.PathInfo, url, compression string) *narinfo.NarInfo {
+	ni := &narinfo.NarInfo{
+		StorePath:   info.Path,
+		URL:         url,
+		Compression: compression,
+		NarHash:     info.NarHash,
+		NarSize:     info.NarSize,
+		References:  slices.Clone(info.References),
+		Deriver:     info.Deriver,
+		Sigs:        slices.Clone(info.Sigs),
+		CA:          info.CA,
+	}
+	if u.SigningKey != nil {
+		ni.Sign(*u.SigningKey)
+	}
+	return ni
+}
+
+// compression returns the narinfo Compression and file extension.
+func (u *Uploader) compression() (method, ext string, err error) {
+	switch u.Compression {
+	case "", "zstd":
+		return "zstd", ".nar.zst", nil
+	case "none":
+		return "none", ".nar", nil
+	}
+	return "", "", fmt.Errorf("compression %q is not supported (want zstd or none)", u.Compression)
+}
+
+// streamNAR uploads info's NAR to a target that verifies NARs itself,
+// chunked, as it is dumped and compressed: no temporary file, no hash of
+// the compressed file. The name is known before compressing:
+// nar/<NarHash>-nh.nar.zst (not Nix's nar/<FileHash>.nar.zst, which the
+// server would check against the file), and the narinfo carries no
+// FileHash; the server fills it in. The NAR is still hashed on the way
+// out: a store path modified on disk aborts the stream before the
+// compressed frame ends, so the server never stores it whole.
+func (u *Uploader) streamNAR(ctx context.Context, info *localstore.PathInfo, narBytes func(int64)) (*narinfo.NarInfo, error) {
+	compression, ext, err := u.compression()
+	if err != nil {
+		return nil, err
+	}
+	url := "nar/" + info.NarHash.Nix32() + "-nh" + ext
+	var last *narStream
+	open := func() (io.Reader, error) {
+		if last != nil {
+			if err := last.stop(); err != nil {
+				// A failure reading the store is not worth retrying.
+				return nil, err
+			}
+		}
+		last = u.startStream(ctx, info, compression, narBytes)
+		return last.pr, nil
+	}
+	err = u.Target.PutFile(ctx, url, typeNAR, -1, open)
+	var serr error
+	if last != nil {
+		serr = last.stop()
+	}
+	if serr != nil {
+		return nil, serr
+	}
+	if err != nil {
+		return nil, fmt.Errorf("upload NAR of %s: %w", info.Path, err)
+	}
+	ni := u.narInfo(info, url, compression)
+	ni.FileSize = uint64(last.fileSize)
+	return ni, nil
+}
+
+// narStream is one attempt at streaming a NAR: a goroutine dumps,
+// hashes and compresses it into a pipe the HTTP request reads.
+type narStream struct {
+	pr       *io.PipeReader
+	done     chan struct{}
+	err      error // reading or checking the NAR; set before done closes
+	fileSize int64
+}
+
+var errStreamStopped = fmt.Errorf("NAR stream stopped")
+
+// stop ends the attempt (if the request has not read it all) and returns
+// its error reading or checking the store path, if any.
+func (s *narStream) stop() error {
+	s.pr.CloseWithError(errStreamStopped)
+	<-s.done
+	return s.err
+}
+
+func (u *Uploader) startStream(ctx context.Context, info *localstore.PathInfo, compression string, narBytes func(int64)) *narStream {
+	pr, pw := io.Pipe()
+	s := &narStream{pr: pr, done: make(chan struct{})}
+	go func() {
+		defer close(s.done)
+		counted := &countingWriter{w: pw}
+		var w io.Writer = counted
+		var enc *zstd.Encoder
+		if compression == "zstd" {
+			enc = u.encoder()
+			enc.Reset(counted)
+			defer u.encoders.Put(enc)
+			w = enc
+		}
+		narHash := hash.NewWriter(hash.SHA256)
+		var hashed io.Writer = narHash
+		if narBytes != nil {
+			hashed = countWriter{narHash, narBytes}
+		}
+		err := nar.Dump(ctx, io.MultiWriter(hashed, w), info.Path.String())
+		switch {
+		case errors.Is(err, errStreamStopped), errors.Is(err, io.ErrClosedPipe):
+			// The request ended; its error is the one to report.
+			pw.CloseWithError(err)
+			return
+		case err != nil:
+			s.err = fmt.Errorf("read %s from the store: %w", info.Path, err)
+		case narHash.Sum() != info.NarHash || narHash.Size() != info.NarSize:
+			s.err = fmt.Errorf("%s has NAR hash %s and size %d in the store, but the Nix database records %s and %d: the path was modified (repair it with nix-store --verify --check-contents --repair)",
+				info.Path, narHash.Sum(), narHash.Size(), info.NarHash, info.NarSize)
+		case enc != nil:
+			if err := enc.Close(); err != nil && !errors.Is(err, errStreamStopped) && !errors.Is(err, io.ErrClosedPipe) {
+				s.err = fmt.Errorf("compress %s: %w", info.Path, err)
+			}
+		}
+		if s.err != nil {
+			// Never close the frame: the server sees a truncated upload.
+			pw.CloseWithError(s.err)
+			return
+		}
+		s.fileSize = counted.n
+		pw.Close()
+	}()
+	return s
+}
+
+type countingWriter struct {
+	w io.Writer
+	n int64
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n += int64(n)
+	return n, err
 }
 
 // PutNarInfo uploads ni as <hashpart>.narinfo.
