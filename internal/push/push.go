@@ -10,8 +10,9 @@
 // by NarHash, with no FileHash in the narinfo; to other caches a NAR is
 // held in memory only up to a few MiB, beyond that in an unlinked
 // temporary file, never whole in memory, and is named by its FileHash.
-// Every NAR is hashed as it is read: one that differs from the Nix
-// database's NarHash is never uploaded whole. An interrupted push leaves no narinfo for a path whose upload
+// A NAR that differs from the Nix database's NarHash is never named by a
+// narinfo: push hashes it as it is read (a silo server does so itself and
+// refuses the narinfo). An interrupted push leaves no narinfo for a path whose upload
 // did not complete. Push never writes to the local store.
 package push
 

@@ -160,9 +160,11 @@ func (u *Uploader) compression() (method, ext string, err error) {
 // the compressed file. The name is known before compressing:
 // nar/<NarHash>-nh.nar.zst (not Nix's nar/<FileHash>.nar.zst, which the
 // server would check against the file), and the narinfo carries no
-// FileHash; the server fills it in. The NAR is still hashed on the way
-// out: a store path modified on disk aborts the stream before the
-// compressed frame ends, so the server never stores it whole.
+// FileHash; the server fills it in. The NAR is not hashed here: the
+// server hashes it and refuses a narinfo whose NarHash or NarSize differs
+// from the upload it names, so a store path modified on disk fails at its
+// narinfo. A wrong size is caught here too, before the compressed frame
+// ends.
 func (u *Uploader) streamNAR(ctx context.Context, info *localstore.PathInfo, narBytes func(int64)) (*narinfo.NarInfo, error) {
 	compression, ext, err := u.compression()
 	if err != nil {
@@ -229,12 +231,10 @@ func (u *Uploader) startStream(ctx context.Context, info *localstore.PathInfo, c
 			defer u.encoders.Put(enc)
 			w = enc
 		}
-		narHash := hash.NewWriter(hash.SHA256)
-		var hashed io.Writer = narHash
-		if narBytes != nil {
-			hashed = countWriter{narHash, narBytes}
-		}
-		err := nar.Dump(ctx, io.MultiWriter(hashed, w), info.Path.String())
+		// The server hashes the NAR and refuses a narinfo whose NarHash
+		// differs, so here only the size is checked, which costs nothing.
+		sized := &sizeWriter{w: w, progress: narBytes}
+		err := nar.Dump(ctx, sized, info.Path.String())
 		switch {
 		case errors.Is(err, errStreamStopped), errors.Is(err, io.ErrClosedPipe):
 			// The request ended; its error is the one to report.
@@ -242,9 +242,9 @@ func (u *Uploader) startStream(ctx context.Context, info *localstore.PathInfo, c
 			return
 		case err != nil:
 			s.err = fmt.Errorf("read %s from the store: %w", info.Path, err)
-		case narHash.Sum() != info.NarHash || narHash.Size() != info.NarSize:
-			s.err = fmt.Errorf("%s has NAR hash %s and size %d in the store, but the Nix database records %s and %d: the path was modified (repair it with nix-store --verify --check-contents --repair)",
-				info.Path, narHash.Sum(), narHash.Size(), info.NarHash, info.NarSize)
+		case sized.n != info.NarSize:
+			s.err = fmt.Errorf("%s has a NAR of %d bytes in the store, but the Nix database records %d: the path was modified (repair it with nix-store --verify --check-contents --repair)",
+				info.Path, sized.n, info.NarSize)
 		case enc != nil:
 			if err := enc.Close(); err != nil && !errors.Is(err, errStreamStopped) && !errors.Is(err, io.ErrClosedPipe) {
 				s.err = fmt.Errorf("compress %s: %w", info.Path, err)
@@ -259,6 +259,22 @@ func (u *Uploader) startStream(ctx context.Context, info *localstore.PathInfo, c
 		pw.Close()
 	}()
 	return s
+}
+
+// sizeWriter counts the bytes written through it, telling progress.
+type sizeWriter struct {
+	w        io.Writer
+	n        uint64
+	progress func(int64)
+}
+
+func (s *sizeWriter) Write(p []byte) (int, error) {
+	n, err := s.w.Write(p)
+	s.n += uint64(n)
+	if s.progress != nil {
+		s.progress(int64(n))
+	}
+	return n, err
 }
 
 type countingWriter struct {
