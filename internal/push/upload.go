@@ -3,7 +3,6 @@ package push
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -171,21 +170,21 @@ func (u *Uploader) streamNAR(ctx context.Context, info *localstore.PathInfo, nar
 		return nil, err
 	}
 	url := "nar/" + info.NarHash.Nix32() + "-nh" + ext
-	var last *narStream
+	var last *narBody
 	open := func() (io.Reader, error) {
 		if last != nil {
-			if err := last.stop(); err != nil {
+			if err := last.finish(); err != nil {
 				// A failure reading the store is not worth retrying.
 				return nil, err
 			}
 		}
-		last = u.startStream(ctx, info, compression, narBytes)
-		return last.pr, nil
+		last = &narBody{u: u, ctx: ctx, info: info, compression: compression, narBytes: narBytes}
+		return last, nil
 	}
 	err = u.Target.PutFile(ctx, url, typeNAR, -1, open)
 	var serr error
 	if last != nil {
-		serr = last.stop()
+		serr = last.finish()
 	}
 	if serr != nil {
 		return nil, serr
@@ -223,42 +222,105 @@ func (u *Uploader) startStream(ctx context.Context, info *localstore.PathInfo, c
 	go func() {
 		defer close(s.done)
 		counted := &countingWriter{w: pw}
-		var w io.Writer = counted
-		var enc *zstd.Encoder
-		if compression == "zstd" {
-			enc = u.encoder()
-			enc.Reset(counted)
-			defer u.encoders.Put(enc)
-			w = enc
-		}
-		// The server hashes the NAR and refuses a narinfo whose NarHash
-		// differs, so here only the size is checked, which costs nothing.
-		sized := &sizeWriter{w: w, progress: narBytes}
-		err := nar.Dump(ctx, sized, info.Path.String())
+		err := u.encodeNAR(ctx, info, compression, counted, narBytes)
 		switch {
-		case errors.Is(err, errStreamStopped), errors.Is(err, io.ErrClosedPipe):
+		case counted.err != nil:
 			// The request ended; its error is the one to report.
 			pw.CloseWithError(err)
-			return
 		case err != nil:
-			s.err = fmt.Errorf("read %s from the store: %w", info.Path, err)
-		case sized.n != info.NarSize:
-			s.err = fmt.Errorf("%s has a NAR of %d bytes in the store, but the Nix database records %d: the path was modified (repair it with nix-store --verify --check-contents --repair)",
-				info.Path, sized.n, info.NarSize)
-		case enc != nil:
-			if err := enc.Close(); err != nil && !errors.Is(err, errStreamStopped) && !errors.Is(err, io.ErrClosedPipe) {
-				s.err = fmt.Errorf("compress %s: %w", info.Path, err)
-			}
+			// The frame is not closed: the server sees a truncated upload.
+			s.err = err
+			pw.CloseWithError(err)
+		default:
+			s.fileSize = counted.n
+			pw.Close()
 		}
-		if s.err != nil {
-			// Never close the frame: the server sees a truncated upload.
-			pw.CloseWithError(s.err)
-			return
-		}
-		s.fileSize = counted.n
-		pw.Close()
 	}()
 	return s
+}
+
+// encodeNAR dumps info's NAR, compressed, into dst, checking its size
+// (the server hashes it and refuses a narinfo whose NarHash differs, so
+// the hash is not computed here). A NAR of the wrong size returns an error
+// before the compressed frame ends.
+func (u *Uploader) encodeNAR(ctx context.Context, info *localstore.PathInfo, compression string, dst io.Writer, narBytes func(int64)) error {
+	w := dst
+	var enc *zstd.Encoder
+	if compression == "zstd" {
+		enc = u.encoder()
+		enc.Reset(dst)
+		defer u.encoders.Put(enc)
+		w = enc
+	}
+	sized := &sizeWriter{w: w, progress: narBytes}
+	if err := nar.Dump(ctx, sized, info.Path.String()); err != nil {
+		return fmt.Errorf("read %s from the store: %w", info.Path, err)
+	}
+	if sized.n != info.NarSize {
+		return fmt.Errorf("%s has a NAR of %d bytes in the store, but the Nix database records %d: the path was modified (repair it with nix-store --verify --check-contents --repair)",
+			info.Path, sized.n, info.NarSize)
+	}
+	if enc != nil {
+		if err := enc.Close(); err != nil {
+			return fmt.Errorf("compress %s: %w", info.Path, err)
+		}
+	}
+	return nil
+}
+
+// narBody is one attempt's request body. The HTTP transport copies a body
+// with WriteTo when it has one: the NAR is then dumped and compressed
+// straight into the connection by the transport's goroutine, with no pipe
+// and no handoffs. Read, for any other reader, streams through a pipe
+// from a goroutine (narStream).
+type narBody struct {
+	u           *Uploader
+	ctx         context.Context
+	info        *localstore.PathInfo
+	compression string
+	narBytes    func(int64)
+
+	wrote    bool  // WriteTo ran
+	err      error // reading or checking the NAR (not writing it)
+	fileSize int64
+	s        *narStream // started by Read
+}
+
+func (b *narBody) WriteTo(w io.Writer) (int64, error) {
+	if b.wrote || b.s != nil {
+		return 0, fmt.Errorf("NAR of %s: request body read twice", b.info.Path)
+	}
+	b.wrote = true
+	counted := &countingWriter{w: w}
+	err := b.u.encodeNAR(b.ctx, b.info, b.compression, counted, b.narBytes)
+	if err != nil && counted.err == nil {
+		b.err = err
+	}
+	if err == nil {
+		b.fileSize = counted.n
+	}
+	return counted.n, err
+}
+
+func (b *narBody) Read(p []byte) (int, error) {
+	if b.s == nil {
+		if b.wrote {
+			return 0, fmt.Errorf("NAR of %s: request body read twice", b.info.Path)
+		}
+		b.s = b.u.startStream(b.ctx, b.info, b.compression, b.narBytes)
+	}
+	return b.s.pr.Read(p)
+}
+
+// finish ends the attempt and returns its error reading or checking the
+// NAR, if any.
+func (b *narBody) finish() error {
+	if b.s != nil {
+		err := b.s.stop()
+		b.fileSize = b.s.fileSize
+		return err
+	}
+	return b.err
 }
 
 // sizeWriter counts the bytes written through it, telling progress.
@@ -277,14 +339,19 @@ func (s *sizeWriter) Write(p []byte) (int, error) {
 	return n, err
 }
 
+// countingWriter counts bytes written and remembers the first error.
 type countingWriter struct {
-	w io.Writer
-	n int64
+	w   io.Writer
+	n   int64
+	err error
 }
 
 func (c *countingWriter) Write(p []byte) (int, error) {
 	n, err := c.w.Write(p)
 	c.n += int64(n)
+	if err != nil && c.err == nil {
+		c.err = err
+	}
 	return n, err
 }
 
