@@ -65,6 +65,22 @@ type narinfoEntry struct {
 // maxViewBytes bounds the narinfo text a view keeps.
 const maxViewBytes = 64 << 20
 
+// Misses are remembered only for short keys and up to maxMisses of each
+// kind, so that requests for made-up names cost no lasting memory.
+const (
+	maxMissKey = 128
+	maxMisses  = 4096
+)
+
+// remember reports whether a lookup of key that ended in err should be
+// kept in a map that holds n entries (cap for hits).
+func remember(err error, key string, n, cap int) bool {
+	if err == nil {
+		return n < cap
+	}
+	return errors.Is(err, meta.ErrNotFound) && len(key) <= maxMissKey && n < maxMisses
+}
+
 func newView(m meta.Store) *view {
 	v := &view{meta: m}
 	v.checked.L = &v.mu
@@ -140,7 +156,7 @@ func (v *view) cache(ctx context.Context, gen uint64, name string) (meta.Cache, 
 	c, err := v.meta.Cache(ctx, name)
 	if cacheable(err) {
 		v.mu.Lock()
-		if v.gen == gen {
+		if v.gen == gen && remember(err, name, len(v.caches), 100_000) {
 			v.caches[name] = cacheEntry{c, err}
 		}
 		v.mu.Unlock()
@@ -158,7 +174,7 @@ func (v *view) token(ctx context.Context, gen uint64, id string) (meta.Token, er
 	t, err := v.meta.Token(ctx, id)
 	if cacheable(err) {
 		v.mu.Lock()
-		if v.gen == gen && len(v.tokens) < 100_000 {
+		if v.gen == gen && remember(err, id, len(v.tokens), 100_000) {
 			v.tokens[id] = tokenEntry{t, err}
 		}
 		v.mu.Unlock()
@@ -205,7 +221,7 @@ func (v *view) servedNAR(ctx context.Context, gen uint64, cacheID int64, blobKey
 	n, err := v.meta.ServedNAR(ctx, cacheID, blobKey)
 	if cacheable(err) {
 		v.mu.Lock()
-		if v.gen == gen && len(v.nars) < 100_000 {
+		if v.gen == gen && remember(err, blobKey, len(v.nars), 100_000) {
 			v.nars[k] = narEntry{n, err}
 		}
 		v.mu.Unlock()
