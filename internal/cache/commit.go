@@ -60,6 +60,18 @@ func (s *Server) putNarInfo(w http.ResponseWriter, r *http.Request, c meta.Cache
 		}
 	}
 
+	// First writer wins: a path is never silently replaced by another NAR
+	// (a push token must not poison what clients already trust). The same
+	// NAR again is a no-op; an admin token may replace.
+	if old, err := s.meta.Path(ctx, c.ID, h); err == nil && old.NarHash != n.NarHash {
+		if s.authorize(r, c, meta.PermAdmin) != nil {
+			s.metrics.reject("conflict")
+			return errorf(http.StatusConflict, "narinfo rejected: cache %s already holds %s with NarHash %s, not %s; a path is not replaced by a different NAR (an admin token may replace it)", c.Name, ni.StorePath, old.NarHash, n.NarHash)
+		}
+	} else if err != nil && !errors.Is(err, meta.ErrNotFound) {
+		return internal("look up the existing path", err)
+	}
+
 	// Describe what is served, signed by the cache.
 	served := *ni
 	served.URL = n.BlobKey
