@@ -291,6 +291,9 @@ func TestHostileCrossTenant(t *testing.T) {
 	e.cache("b", false)
 	tokA := e.token("a", meta.PermPush, time.Time{})
 	tokB := e.token("b", meta.PermPush, time.Time{})
+	// Replacing a path with a different NAR takes an admin token.
+	adminA := e.token("a", meta.PermAdmin, time.Time{})
+	adminB := e.token("b", meta.PermAdmin, time.Time{})
 
 	// A's token on B: every write is 403, every read too.
 	u := newUpload(t, "shared", dirNAR("f", "version 1"), compress.Zstd)
@@ -333,7 +336,7 @@ func TestHostileCrossTenant(t *testing.T) {
 	}
 
 	// B pushes the same store path with the same NAR (stored once), then A
-	// replaces its path with another NAR. B still serves the original,
+	// (with its admin token) replaces its path with another NAR. B still serves the original,
 	// also after garbage collection.
 	e.push("b", tokB, u)
 	_, infoB := e.do("GET", "/b/"+u.narinfoPath(), tokB, nil)
@@ -342,7 +345,7 @@ func TestHostileCrossTenant(t *testing.T) {
 	v2 := newUpload(t, "shared", dirNAR("f", "version 2, from a"), compress.Zstd)
 	v2.path = u.path
 	v2.info.StorePath = u.path
-	e.push("a", tokA, v2)
+	e.push("a", adminA, v2)
 	time.Sleep(5 * time.Millisecond)
 	if _, err := e.srv.CollectGarbage(context.Background()); err != nil {
 		t.Fatal(err)
@@ -357,7 +360,7 @@ func TestHostileCrossTenant(t *testing.T) {
 	_, infoA := e.do("GET", "/a/"+u.narinfoPath(), tokA, nil)
 	v3 := newUpload(t, "shared", dirNAR("f", "version 3, from b"), compress.Zstd)
 	v3.path, v3.info.StorePath = u.path, u.path
-	e.push("b", tokB, v3)
+	e.push("b", adminB, v3)
 	if _, got := e.do("GET", "/a/"+u.narinfoPath(), tokA, nil); got != infoA {
 		t.Errorf("B's replacement changed A's narinfo")
 	}
