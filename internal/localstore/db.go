@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/url"
 	"strings"
+	"time"
 
 	_ "modernc.org/sqlite" // the project's SQLite driver
 
@@ -46,7 +47,9 @@ func OpenDB(dir storepath.Dir, dbPath string) (*DB, error) {
 	db.SetMaxOpenConns(8)
 	db.SetMaxIdleConns(8)
 	var n int
-	err = db.QueryRow(`select count(*) from sqlite_master where type = 'table' and name in ('ValidPaths', 'Refs')`).Scan(&n)
+	err = retryTransient(nil, func() error {
+		return db.QueryRow(`select count(*) from sqlite_master where type = 'table' and name in ('ValidPaths', 'Refs')`).Scan(&n)
+	})
 	if err == nil && n != 2 {
 		err = errors.New("it has no ValidPaths and Refs tables (not a Nix database?)")
 	}
@@ -68,8 +71,10 @@ func (d *DB) QueryPathInfo(ctx context.Context, p storepath.Path) (*PathInfo, er
 		narSize                          int64
 		ultimate                         int64
 	)
-	err := d.db.QueryRowContext(ctx, queryPathInfo, p.String()).
-		Scan(&narHash, &regTime, &deriver, &narSize, &ultimate, &sigs, &ca, &refs)
+	err := retryTransient(ctx.Done(), func() error {
+		return d.db.QueryRowContext(ctx, queryPathInfo, p.String()).
+			Scan(&narHash, &regTime, &deriver, &narSize, &ultimate, &sigs, &ca, &refs)
+	})
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, fmt.Errorf("query %s: %w", p, ErrNotFound)
 	}
@@ -90,7 +95,9 @@ func (d *DB) QueryPathFromHashPart(ctx context.Context, hashPart string) (storep
 	}
 	prefix := string(d.dir) + "/" + hashPart
 	var full string
-	err := d.db.QueryRowContext(ctx, `select path from ValidPaths where path >= ? order by path limit 1`, prefix).Scan(&full)
+	err := retryTransient(ctx.Done(), func() error {
+		return d.db.QueryRowContext(ctx, `select path from ValidPaths where path >= ? order by path limit 1`, prefix).Scan(&full)
+	})
 	if errors.Is(err, sql.ErrNoRows) || err == nil && !strings.HasPrefix(full, prefix+"-") {
 		return storepath.Path{}, fmt.Errorf("query path from hash part %s: %w", hashPart, ErrNotFound)
 	}
@@ -102,3 +109,24 @@ func (d *DB) QueryPathFromHashPart(ctx context.Context, hashPart string) (storep
 
 // Close implements Store.
 func (d *DB) Close() error { return d.db.Close() }
+
+// retryTransient runs query again, a few times with a growing pause, when
+// SQLite reports the database malformed: a read-only reader can see that
+// for a moment while Nix's last connection checkpoints and truncates the
+// WAL on close. A database that stays malformed still fails. done (which
+// may be nil) ends the retries early.
+func retryTransient(done <-chan struct{}, query func() error) error {
+	pause := 10 * time.Millisecond
+	for attempt := 0; ; attempt++ {
+		err := query()
+		if err == nil || attempt == 5 || !strings.Contains(err.Error(), "malformed") {
+			return err
+		}
+		select {
+		case <-done:
+			return err
+		case <-time.After(pause):
+		}
+		pause *= 2
+	}
+}
