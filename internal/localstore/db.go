@@ -40,24 +40,37 @@ func OpenDB(dir storepath.Dir, dbPath string) (*DB, error) {
 		dbPath = DefaultDBPath
 	}
 	u := url.URL{Scheme: "file", Path: dbPath, RawQuery: "mode=ro&_pragma=busy_timeout(30000)&_pragma=query_only(1)"}
-	db, err := sql.Open("sqlite", u.String())
+	// A fresh handle per attempt: a connection that once read a WAL index
+	// in the middle of Nix's checkpoint may keep failing.
+	var db *sql.DB
+	err := retryTransient(nil, func() error {
+		var err error
+		db, err = openOnce(u.String())
+		return err
+	})
 	if err != nil {
 		return nil, fmt.Errorf("open Nix database %s: %w", dbPath, err)
+	}
+	return &DB{dir: dir, path: dbPath, db: db}, nil
+}
+
+func openOnce(dsn string) (*sql.DB, error) {
+	db, err := sql.Open("sqlite", dsn)
+	if err != nil {
+		return nil, err
 	}
 	db.SetMaxOpenConns(8)
 	db.SetMaxIdleConns(8)
 	var n int
-	err = retryTransient(nil, func() error {
-		return db.QueryRow(`select count(*) from sqlite_master where type = 'table' and name in ('ValidPaths', 'Refs')`).Scan(&n)
-	})
+	err = db.QueryRow(`select count(*) from sqlite_master where type = 'table' and name in ('ValidPaths', 'Refs')`).Scan(&n)
 	if err == nil && n != 2 {
 		err = errors.New("it has no ValidPaths and Refs tables (not a Nix database?)")
 	}
 	if err != nil {
 		db.Close()
-		return nil, fmt.Errorf("open Nix database %s: %w", dbPath, err)
+		return nil, err
 	}
-	return &DB{dir: dir, path: dbPath, db: db}, nil
+	return db, nil
 }
 
 // QueryPathInfo implements Store.
@@ -119,7 +132,7 @@ func retryTransient(done <-chan struct{}, query func() error) error {
 	pause := 10 * time.Millisecond
 	for attempt := 0; ; attempt++ {
 		err := query()
-		if err == nil || attempt == 5 || !strings.Contains(err.Error(), "malformed") {
+		if err == nil || attempt == 7 || !strings.Contains(err.Error(), "malformed") {
 			return err
 		}
 		select {

@@ -17,7 +17,7 @@ func TestRetryTransient(t *testing.T) {
 	}{
 		{"succeeds at once", 0, nil, 1, nil},
 		{"transient malformed", 2, malformed, 3, nil},
-		{"stays malformed", 100, malformed, 6, malformed},
+		{"stays malformed", 100, malformed, 8, malformed},
 		{"other errors are not retried", 100, other, 1, other},
 	}
 	for _, tt := range tests {
