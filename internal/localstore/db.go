@@ -40,8 +40,6 @@ func OpenDB(dir storepath.Dir, dbPath string) (*DB, error) {
 		dbPath = DefaultDBPath
 	}
 	u := url.URL{Scheme: "file", Path: dbPath, RawQuery: "mode=ro&_pragma=busy_timeout(30000)&_pragma=query_only(1)"}
-	// A fresh handle per attempt: a connection that once read a WAL index
-	// in the middle of Nix's checkpoint may keep failing.
 	var db *sql.DB
 	err := retryTransient(nil, func() error {
 		var err error
@@ -59,8 +57,14 @@ func openOnce(dsn string) (*sql.DB, error) {
 	if err != nil {
 		return nil, err
 	}
+	// No idle connections: Nix's last connection deletes -wal and -shm on
+	// close and the next one makes new ones; a connection this process
+	// keeps open would go on reading the old shared-memory index and find
+	// the database "malformed" (seen under concurrent nix commands, while a
+	// fresh process read it fine). A connection per query maps the current
+	// files. Callers cache what they need (publish caches narinfos).
 	db.SetMaxOpenConns(8)
-	db.SetMaxIdleConns(8)
+	db.SetMaxIdleConns(0)
 	var n int
 	err = db.QueryRow(`select count(*) from sqlite_master where type = 'table' and name in ('ValidPaths', 'Refs')`).Scan(&n)
 	if err == nil && n != 2 {
