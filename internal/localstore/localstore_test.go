@@ -5,11 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/google/go-cmp/cmp"
 
@@ -17,31 +15,6 @@ import (
 	"github.com/silo-cache/silo/internal/nixtest"
 	"github.com/silo-cache/silo/internal/storepath"
 )
-
-// startDaemon starts the real nix-daemon on a private socket.
-func startDaemon(t *testing.T, n *nixtest.Nix) string {
-	t.Helper()
-	sock := filepath.Join(t.TempDir(), "daemon.sock")
-	cmd := exec.Command("nix-daemon")
-	cmd.Env = append(n.Env(), "NIX_DAEMON_SOCKET_PATH="+sock)
-	var stderr strings.Builder
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start nix-daemon: %v", err)
-	}
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		cmd.Wait()
-	})
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		if _, err := os.Stat(sock); err == nil {
-			return sock
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("nix-daemon did not create %s within 10s: %s", sock, stderr.String())
-		}
-	}
-}
 
 // jsonInfo is one entry of `nix path-info --json` (Nix 2.8).
 type jsonInfo struct {
@@ -124,7 +97,7 @@ func TestStoresAgreeWithNix(t *testing.T) {
 	if len(want[f.top].Signatures) != 2 || want[f.ca].CA == "" {
 		t.Fatalf("fixture lacks signatures or a CA: %+v", want)
 	}
-	sock := startDaemon(t, f.n)
+	sock := f.n.StartDaemon()
 	ctx := context.Background()
 	db, err := localstore.OpenDB(storepath.DefaultDir, "")
 	if err != nil {
@@ -230,7 +203,7 @@ func TestDBWhileNixBuilds(t *testing.T) {
 
 func TestOpenChoosesSource(t *testing.T) {
 	n := nixtest.Require(t)
-	sock := startDaemon(t, n)
+	sock := n.StartDaemon()
 	ctx := context.Background()
 	tests := []struct {
 		remote string

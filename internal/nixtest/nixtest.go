@@ -134,3 +134,29 @@ func (n *Nix) Build(name, script string, deps ...string) string {
 	}
 	return res[0].Outputs["out"]
 }
+
+// StartDaemon starts the real nix-daemon on a private socket and returns
+// the socket path. The daemon is killed when the test ends.
+func (n *Nix) StartDaemon() string {
+	n.t.Helper()
+	sock := filepath.Join(n.t.TempDir(), "daemon.sock")
+	cmd := exec.Command("nix-daemon")
+	cmd.Env = append(n.Env(), "NIX_DAEMON_SOCKET_PATH="+sock)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		n.t.Fatalf("start nix-daemon: %v", err)
+	}
+	n.t.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+	})
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if _, err := os.Stat(sock); err == nil {
+			return sock
+		}
+		if time.Now().After(deadline) {
+			n.t.Fatalf("nix-daemon did not create %s within 10s: %s", sock, stderr.String())
+		}
+	}
+}

@@ -3,48 +3,19 @@ package worker_test
 import (
 	"context"
 	"errors"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/silo-cache/silo/internal/nixtest"
 	"github.com/silo-cache/silo/internal/worker"
 )
 
-// StartDaemon starts the real nix-daemon on a private socket and returns
-// the socket path. The daemon is killed when the test ends.
-func startDaemon(t *testing.T, n *nixtest.Nix) string {
-	t.Helper()
-	sock := filepath.Join(t.TempDir(), "daemon.sock")
-	cmd := exec.Command("nix-daemon")
-	cmd.Env = append(n.Env(), "NIX_DAEMON_SOCKET_PATH="+sock)
-	var stderr strings.Builder
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start nix-daemon: %v", err)
-	}
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		cmd.Wait()
-	})
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		if _, err := os.Stat(sock); err == nil {
-			return sock
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("nix-daemon did not create %s within 10s: %s", sock, stderr.String())
-		}
-	}
-}
-
 func TestClientAgainstNixDaemon(t *testing.T) {
 	n := nixtest.Require(t)
 	dep := n.Build("dep", "echo dep > $out")
 	top := n.Build("top", "echo $dep0 > $out", dep)
-	sock := startDaemon(t, n)
+	sock := n.StartDaemon()
 
 	ctx := context.Background()
 	var logs []string
