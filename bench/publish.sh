@@ -2,7 +2,7 @@
 # Benchmarks silo publish against nginx serving the same closure as static
 # files: NARs dumped beforehand with nix-store --dump, and the narinfos silo
 # itself serves, saved to disk. Both are measured by the same client
-# (bench/publish/load) with the same number of keep-alive connections:
+# (bench/serve/load, shared with bench/serve.sh) with the same number of keep-alive connections:
 #
 #   1. NAR throughput: every NAR of the closure, round-robin, for $DURATION.
 #   2. narinfo rate: every narinfo, round-robin, for $DURATION.
@@ -44,7 +44,7 @@ cleanup() {
 trap cleanup EXIT
 
 go build -o "$work/silo" ./cmd/silo
-go build -o "$work/load" ./bench/publish/load
+go build -o "$work/load" ./bench/serve/load
 
 # --- the closure: $PATHS leaves of varied sizes and file counts, one root
 nonce=$(head -c 8 /dev/urandom | od -An -tx1 | tr -d ' \n')
@@ -125,8 +125,8 @@ for i in 0 $((${#closure[@]} / 2)); do
   cmp <(curl -sf "$u") <(curl -sf "${u/$silo_port/$nginx_port}") || { echo "publish.sh: silo and nginx serve different bytes for $u" >&2; exit 1; }
 done
 
-run() { # run <field> <label> <urls>: one measurement, prints the field's value
-  "$work/load" -c "$CONNS" -urls "$3" -duration "$DURATION" -label "$2" | tee -a "$work/results" |
+run() { # run <field> <label> <urls> [content-type]: one measurement, prints the field's value
+  "$work/load" -c "$CONNS" -urls "$3" -duration "$DURATION" -label "$2" ${4:+-content-type "$4"} | tee -a "$work/results" |
     tr ' ' '\n' | sed -n "s/^$1=//p"
 }
 maxof() { awk -v a="$1" -v b="$2" 'BEGIN { print (a > b) ? a : b }'; }
@@ -134,8 +134,8 @@ nar_nginx=0; nar_silo=0; ni_nginx=0; ni_silo=0
 for ((r = 0; r < RUNS; r++)); do
   nar_nginx=$(maxof "$nar_nginx" "$(run MiB_per_s nginx-nar "$work/nginx-nars")")
   nar_silo=$(maxof "$nar_silo" "$(run MiB_per_s silo-nar "$work/silo-nars")")
-  ni_nginx=$(maxof "$ni_nginx" "$(run req_per_s nginx-narinfo "$work/nginx-narinfos")")
-  ni_silo=$(maxof "$ni_silo" "$(run req_per_s silo-narinfo "$work/silo-narinfos")")
+  ni_nginx=$(maxof "$ni_nginx" "$(run req_per_s nginx-narinfo "$work/nginx-narinfos" text/x-nix-narinfo)")
+  ni_silo=$(maxof "$ni_silo" "$(run req_per_s silo-narinfo "$work/silo-narinfos" text/x-nix-narinfo)")
 done
 cat "$work/results"
 echo
