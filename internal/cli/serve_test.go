@@ -23,17 +23,6 @@ import (
 	"github.com/silo-cache/silo/internal/nixtest"
 )
 
-// siloBinary builds cmd/silo once per test.
-func siloBinary(t *testing.T) string {
-	t.Helper()
-	bin := filepath.Join(t.TempDir(), "silo")
-	build := exec.Command("go", "build", "-o", bin, "github.com/silo-cache/silo/cmd/silo")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	return bin
-}
-
 // server is a running silo serve subprocess.
 type server struct {
 	cmd *exec.Cmd
@@ -145,7 +134,7 @@ func bigNAR(t *testing.T, size int) ([]byte, string) {
 // after a restart the upload can be retried, and Nix pushes and pulls.
 func TestServeKilledMidUpload(t *testing.T) {
 	n := nixtest.Require(t)
-	bin := siloBinary(t)
+	bin := nixtest.SiloBinary(t)
 	data := filepath.Join(t.TempDir(), "data")
 	silo(t, bin, "cache", "create", "main", "--public", "--data-dir", data)
 	tok := strings.TrimSpace(silo(t, bin, "token", "create", "--cache", "main", "--push", "--data-dir", data))
@@ -223,7 +212,7 @@ func TestServeKilledMidUpload(t *testing.T) {
 // Admin commands take effect at once while the server runs, and SIGTERM
 // stops it cleanly.
 func TestServeAdminWhileRunning(t *testing.T) {
-	bin := siloBinary(t)
+	bin := nixtest.SiloBinary(t)
 	data := filepath.Join(t.TempDir(), "data")
 	srv := startServe(t, bin, data)
 	srv.waitLog(t, "silo cache create main")
@@ -269,7 +258,7 @@ func TestServeAdminWhileRunning(t *testing.T) {
 
 // A unix socket listener, configured by a config file, serves the same protocol.
 func TestServeUnixSocket(t *testing.T) {
-	bin := siloBinary(t)
+	bin := nixtest.SiloBinary(t)
 	data := filepath.Join(t.TempDir(), "data")
 	silo(t, bin, "cache", "create", "main", "--public", "--data-dir", data)
 	sock := filepath.Join(t.TempDir(), "silo.sock")
@@ -304,7 +293,7 @@ func TestServeUnixSocket(t *testing.T) {
 
 // SIGTERM lets a download in flight finish before the server exits.
 func TestServeGracefulShutdown(t *testing.T) {
-	bin := siloBinary(t)
+	bin := nixtest.SiloBinary(t)
 	data := filepath.Join(t.TempDir(), "data")
 	silo(t, bin, "cache", "create", "main", "--public", "--data-dir", data)
 	tok := strings.TrimSpace(silo(t, bin, "token", "create", "--cache", "main", "--push", "--data-dir", data))

@@ -1,4 +1,5 @@
 // Package nixtest runs the real Nix (Debian's nix-bin, Nix 2.8) from tests.
+// It also builds the silo binary for tests that run it as a real process.
 //
 // Require skips a test when Nix is missing on a developer machine, and fails
 // it when CI is set: in CI the test command installs Nix, so a missing Nix
@@ -159,4 +160,16 @@ func (n *Nix) StartDaemon() string {
 			n.t.Fatalf("nix-daemon did not create %s within 10s: %s", sock, stderr.String())
 		}
 	}
+}
+
+// SiloBinary builds cmd/silo into a temporary directory and returns its
+// path, for tests that run silo as a real process beside the real Nix.
+func SiloBinary(t testing.TB) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "silo")
+	build := exec.Command("go", "build", "-o", bin, "github.com/silo-cache/silo/cmd/silo")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return bin
 }

@@ -18,17 +18,6 @@ import (
 	"github.com/silo-cache/silo/internal/queue"
 )
 
-// siloBin builds the silo binary once per test run.
-func siloBin(t *testing.T) string {
-	t.Helper()
-	bin := filepath.Join(t.TempDir(), "silo")
-	cmd := exec.Command("go", "build", "-o", bin, "github.com/silo-cache/silo/cmd/silo")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	return bin
-}
-
 type proc struct {
 	cmd *exec.Cmd
 	log *os.File
@@ -104,7 +93,7 @@ func waitHTTP(t *testing.T, url string) {
 // when it returns; kill -9 of the queue mid-upload loses nothing.
 func TestRealBuildsThroughHook(t *testing.T) {
 	n := nixtest.Require(t)
-	bin := siloBin(t)
+	bin := nixtest.SiloBinary(t)
 	dir := t.TempDir()
 	env := append(os.Environ(), "XDG_CONFIG_HOME="+filepath.Join(dir, "config"))
 	data := filepath.Join(dir, "data")
