@@ -15,6 +15,8 @@ import (
 	"os"
 	"sort"
 	"strings"
+
+	"github.com/silo-cache/silo/internal/suggest"
 )
 
 // Env is what a command may touch of the process: its streams and
@@ -40,6 +42,9 @@ type Command struct {
 	// Setup defines the command's flags on fs and returns the function that
 	// runs it once flags are parsed. args are the positional arguments.
 	Setup func(fs *flag.FlagSet) func(ctx context.Context, env *Env, args []string) error
+	// ServeConfig: the command reads silo serve's --config file, whose keys
+	// for serve's other settings it ignores (the admin commands).
+	ServeConfig bool
 }
 
 var commands = map[string]*Command{}
@@ -118,7 +123,11 @@ func run(ctx context.Context, args []string, env *Env) error {
 			return nil
 		}
 		listCommands(env.Stderr, group)
-		return Usagef("unknown command %q (see the list above, or silo --help)", strings.Join(words, " "))
+		typed := strings.Join(words, " ")
+		if best, ok := suggest.Closest(typed, commandWords()); ok {
+			return Usagef("unknown command %q (did you mean %q? see the list above, or silo --help)", typed, "silo "+best)
+		}
+		return Usagef("unknown command %q (see the list above, or silo --help)", typed)
 	}
 	rest := args[i:]
 	if len(rest) > 0 && (rest[0] == "-h" || rest[0] == "--help" || rest[0] == "-help") {
@@ -130,6 +139,31 @@ func run(ctx context.Context, args []string, env *Env) error {
 		return Usagef("unknown flag %s for %q (choose a subcommand)", rest[0], "silo "+group)
 	}
 	return Usagef("missing subcommand for %q", strings.TrimSpace("silo "+group))
+}
+
+// commandWords returns every command name and every group ("cache"),
+// for suggestions.
+func commandWords() []string {
+	seen := map[string]bool{}
+	var out []string
+	for name := range commands {
+		words := strings.Fields(name)
+		for i := 1; i <= len(words); i++ {
+			w := strings.Join(words[:i], " ")
+			if !seen[w] {
+				seen[w] = true
+				out = append(out, w)
+			}
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+func flagNames(fs *flag.FlagSet) []string {
+	var names []string
+	fs.VisitAll(func(f *flag.Flag) { names = append(names, f.Name) })
+	return names
 }
 
 func isGroup(prefix string) bool {
@@ -176,9 +210,15 @@ func runCommand(ctx context.Context, cmd *Command, args []string, env *Env) erro
 		return nil
 	}
 	if err != nil {
-		return Usagef("%s: %v (see silo %s --help)", cmd.Name, err, cmd.Name)
+		hint := ""
+		if name, ok := strings.CutPrefix(err.Error(), "flag provided but not defined: "); ok {
+			if best, ok := suggest.Closest(strings.TrimLeft(name, "-"), flagNames(fs)); ok {
+				hint = "did you mean --" + best + "? "
+			}
+		}
+		return Usagef("%s: %v (%ssee silo %s --help)", cmd.Name, err, hint, cmd.Name)
 	}
-	if err := applySettings(fs, env); err != nil {
+	if err := applySettings(fs, env, cmd.ServeConfig); err != nil {
 		return Usagef("%s: %v", cmd.Name, err)
 	}
 	return runFn(ctx, env, pos)

@@ -328,6 +328,27 @@ func (d *db) retry(ctx context.Context) (int64, error) {
 	return n + m, tx.Commit()
 }
 
+// retryFailing makes pending paths and roots whose last attempt failed due
+// now, with their backoff reset.
+func (d *db) retryFailing(ctx context.Context) (int64, error) {
+	tx, err := d.sql.BeginTx(ctx, nil)
+	if err != nil {
+		return 0, err
+	}
+	defer tx.Rollback()
+	res, err := tx.ExecContext(ctx, `update paths set attempts = 0, next_attempt = 0 where state = 0 and last_error != ''`)
+	if err != nil {
+		return 0, err
+	}
+	n, _ := res.RowsAffected()
+	res, err = tx.ExecContext(ctx, `update roots set attempts = 0, next_attempt = 0 where last_error != ''`)
+	if err != nil {
+		return 0, err
+	}
+	m, _ := res.RowsAffected()
+	return n + m, tx.Commit()
+}
+
 // Failure is a path that failed its last attempt.
 type Failure struct {
 	Path        string    `json:"path"`
