@@ -129,7 +129,7 @@ nix.conf and netrc lines a client needs (silo use NAME|URL writes them).` + admi
 		ServeConfig: true,
 		Long: `Deletes the cache NAME, also while silo serve runs: its paths, logs and
 pending uploads. The server's garbage collector then frees the NAR files no
-other cache uses (within --gc-interval).
+other cache uses (within silo serve's gc-interval).
 
 It first shows what it will delete and asks for confirmation on stdin;
 --yes skips the question (scripts must pass it). Tokens bound to exactly

@@ -124,7 +124,15 @@ func run(ctx context.Context, args []string, env *Env) error {
 		}
 		listCommands(env.Stderr, group)
 		typed := strings.Join(words, " ")
-		if best, ok := suggest.Closest(typed, commandWords()); ok {
+		guess := typed
+		if i < len(args) && !strings.HasPrefix(args[i], "-") {
+			guess += " " + args[i] // "cahce list": suggest the whole command
+		}
+		best, ok := suggest.Closest(guess, commandWords())
+		if !ok {
+			best, ok = suggest.Closest(typed, commandWords())
+		}
+		if ok {
 			return Usagef("unknown command %q (did you mean %q? see the list above, or silo --help)", typed, "silo "+best)
 		}
 		return Usagef("unknown command %q (see the list above, or silo --help)", typed)
