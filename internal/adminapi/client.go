@@ -57,7 +57,7 @@ func (c *Client) do(ctx context.Context, method, rel string, body, out any) erro
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return &Error{Kind: ErrUnavailable, Msg: fmt.Sprintf("reach silo server %s: %v", c.base, err)}
+		return &Error{Kind: ErrUnavailable, Msg: fmt.Sprintf("reach silo server %s: %v (is it running, and is the URL right?)", c.base, err)}
 	}
 	defer resp.Body.Close()
 	data, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
@@ -70,7 +70,7 @@ func (c *Client) do(ctx context.Context, method, rel string, body, out any) erro
 		if json.Unmarshal(data, &eb) == nil && eb.Error != "" {
 			msg = eb.Error
 		} else if resp.StatusCode == http.StatusNotFound {
-			return &Error{Kind: ErrNotFound, Msg: fmt.Sprintf("%s has no silo admin API (%s %s: %s; is it a silo server, and the URL its root, without a cache name?)", c.base, method, u, resp.Status)}
+			return &Error{Kind: ErrNoAPI, Msg: fmt.Sprintf("%s has no silo admin API (%s %s: %s; is it a silo server, and the URL its root, without a cache name?)", c.base, method, u, resp.Status)}
 		}
 		kind := ErrUnavailable
 		switch resp.StatusCode {

@@ -27,6 +27,9 @@ var (
 	ErrNotFound     = errors.New("not found")            // 404
 	ErrExists       = errors.New("exists already")       // 409
 	ErrUnavailable  = errors.New("server cannot answer") // other: the server's fault
+	// ErrNoAPI is the Client's error for a server without the admin API
+	// (not a silo server, or the URL is not its root).
+	ErrNoAPI = errors.New("no silo admin API")
 )
 
 // Error is an error a user reads: Msg says what and names the fix; Kind

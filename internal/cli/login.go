@@ -109,7 +109,7 @@ func verifyLogin(ctx context.Context, cacheURL, token string) (string, error) {
 	switch {
 	case errors.Is(err, adminapi.ErrUnauthorized):
 		return "", fmt.Errorf("%s refused the token: %v (check it, or create one with silo token create; --no-verify saves it unchecked)", root, err)
-	case errors.Is(err, adminapi.ErrNotFound):
+	case errors.Is(err, adminapi.ErrNoAPI):
 		return verifyByCacheInfo(ctx, cacheURL, token)
 	case err != nil:
 		return "", fmt.Errorf("cannot check the token: %w (start the server, check the URL, or save it unchecked with --no-verify)", err)
