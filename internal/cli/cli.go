@@ -26,6 +26,9 @@ type Env struct {
 	Stdout io.Writer
 	Stderr io.Writer
 	Getenv func(string) string
+	// Environ is the environment of commands silo runs (silo watch-exec);
+	// nil means the process's own.
+	Environ func() []string
 }
 
 // OSEnv returns the process's own Env.

@@ -164,6 +164,24 @@ func (q *Queue) Status(ctx context.Context) (Status, error) {
 	return s, nil
 }
 
+// Settled reports whether the queue has nothing left to do but paths that
+// failed at least maxAttempts times: every path handed in is uploaded,
+// present, failed for good, or still failing after maxAttempts tries.
+func (q *Queue) Settled(ctx context.Context, maxAttempts int) (bool, error) {
+	q.mu.Lock()
+	busy := len(q.inflight)
+	q.mu.Unlock()
+	if busy > 0 {
+		return false, nil
+	}
+	n, err := q.db.unsettled(ctx, maxAttempts)
+	if err != nil {
+		return false, err
+	}
+	spooled := CountSpool(q.spool)
+	return n == 0 && spooled == 0, nil
+}
+
 // Retry makes failed paths due now and returns how many.
 func (q *Queue) Retry(ctx context.Context) (int64, error) {
 	n, err := q.db.retry(ctx)
