@@ -149,12 +149,11 @@ func runUse(ctx context.Context, env *Env, nameOrURL string, system bool, public
 		}
 		msgs = append(msgs, msg)
 	}
+	changed := conf.Changed() || netrc != nil && netrc.Changed()
 	if err := conf.Save(); err != nil {
 		return fmt.Errorf("use: %w", err)
 	}
-	changed := conf.Changed()
 	if netrc != nil {
-		changed = changed || netrc.Changed()
 		if err := netrc.Save(); err != nil {
 			return fmt.Errorf("use: %w", err)
 		}

@@ -82,7 +82,7 @@ func TestUse(t *testing.T) {
 	// The public cache by URL, into the user config: no token needed.
 	userConf := filepath.Join(n.Home, ".config", "nix", "nix.conf")
 	code, out, stderr = runSilo(t, vars, "", "use", url+"/pub")
-	if code != 0 || !strings.Contains(out, "added extra-substituters = "+url+"/pub to "+userConf) || strings.Contains(out, "netrc") {
+	if code != 0 || !strings.Contains(out, "added extra-substituters = "+url+"/pub to "+userConf) || strings.Contains(out, "netrc") || strings.Contains(out, "Nothing changed") {
 		t.Fatalf("use URL: exit %d:\n%s%s", code, out, stderr)
 	}
 	realise(pubPath)
