@@ -121,13 +121,15 @@ them to the queue on --socket, or, if the queue does not answer within
 (SOCKET.spool), which the queue reads when it runs. It always exits 0 within
 milliseconds: a build never waits for or fails because of an upload.
 
-Nix runs post-build-hook without arguments, so install a one-line wrapper,
-e.g. /etc/nix/silo-hook (chmod +x):
+Nix runs post-build-hook without arguments, and fails the build if the hook
+fails, so install a wrapper that names silo by its absolute path (nix-daemon
+runs it with systemd's PATH, not yours) and cannot fail, e.g.
+/etc/nix/silo-hook (chmod +x):
 
   #!/bin/sh
-  exec /usr/local/bin/silo hook --socket /var/lib/silo/queue.sock
+  /usr/local/bin/silo hook --socket /var/lib/silo/queue.sock || true
 
-and in nix.conf (restart nix-daemon after):
+and in nix.conf, then restart nix-daemon (it reads nix.conf only at start):
 
   post-build-hook = /etc/nix/silo-hook
 
