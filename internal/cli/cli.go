@@ -48,6 +48,9 @@ type Command struct {
 	// ServeConfig: the command reads silo serve's --config file, whose keys
 	// for serve's other settings it ignores (the admin commands).
 	ServeConfig bool
+	// FlagsFirst: flags end at the first argument, so that the rest (a
+	// command to run) keeps its own flags (silo watch-exec).
+	FlagsFirst bool
 }
 
 var commands = map[string]*Command{}
@@ -215,7 +218,14 @@ func runCommand(ctx context.Context, cmd *Command, args []string, env *Env) erro
 	fs.SetOutput(io.Discard)
 	runFn := cmd.Setup(fs)
 	fs.Usage = func() {} // runCommand prints usage itself on --help
-	pos, err := parseInterspersed(fs, args)
+	var pos []string
+	var err error
+	if cmd.FlagsFirst {
+		err = fs.Parse(args)
+		pos = fs.Args()
+	} else {
+		pos, err = parseInterspersed(fs, args)
+	}
 	if errors.Is(err, flag.ErrHelp) {
 		printUsage(env.Stdout, cmd, fs)
 		return nil

@@ -37,6 +37,7 @@ Logging in again under the same NAME replaces the entry; a running silo
 queue picks the new token up within seconds.`,
 		Setup: func(fs *flag.FlagSet) func(context.Context, *Env, []string) error {
 			noVerify := fs.Bool("no-verify", false, "save the token without checking it against the server")
+			fs.String("config", "", "TOML config `FILE` setting any of these flags (keys are the flag names)")
 			return func(ctx context.Context, env *Env, args []string) error {
 				if len(args) < 2 || len(args) > 3 {
 					return Usagef("login: want NAME URL [TOKEN], got %d arguments", len(args))

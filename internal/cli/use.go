@@ -41,6 +41,7 @@ entry for the cache's host with another token is replaced, and said so.`,
 			system := fs.Bool("system", false, "edit the machine's Nix configuration ($NIX_CONF_DIR, default /etc/nix) instead of yours")
 			publicKey := fs.String("public-key", "", "the cache's public `KEY` (name:base64); default: asked from the silo server")
 			tokenFile := fs.String("token-file", "", "`FILE` holding a pull token for a private cache (default: the token saved by silo login)")
+			fs.String("config", "", "TOML config `FILE` setting any of these flags (keys are the flag names)")
 			return func(ctx context.Context, env *Env, args []string) error {
 				if len(args) != 1 {
 					return Usagef("use: want one cache NAME (saved by silo login) or URL, got %d arguments", len(args))

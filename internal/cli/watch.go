@@ -160,8 +160,9 @@ started are not pushed (use silo push for those). Its queue lives in
 		},
 	})
 	Register(&Command{
-		Name:  "watch-exec",
-		Args:  "-- COMMAND [ARGS...]",
+		Name:       "watch-exec",
+		Args:       "[--] COMMAND [ARGS...]",
+		FlagsFirst: true,
 		Short: "run a command and push every store path that appears while it runs",
 		Long: `Runs COMMAND (after --), pushing every store path that becomes valid while it
 runs, with its closure, to the cache given by --to, like cachix watch-exec:
