@@ -152,6 +152,13 @@ started are not pushed (use silo push for those). Its queue lives in
 						log.Info("stopped; pending uploads resume at the next start", "state", stateDir)
 						return nil
 					case err := <-qdone:
+						if ctx.Err() != nil { // stopping: the queue saw it first
+							log.Info("stopped; pending uploads resume at the next start", "state", stateDir)
+							return nil
+						}
+						if err == nil {
+							err = errors.New("stopped unexpectedly")
+						}
 						return fmt.Errorf("watch-store: queue: %w", err)
 					case <-t.C:
 					}
@@ -163,7 +170,7 @@ started are not pushed (use silo push for those). Its queue lives in
 		Name:       "watch-exec",
 		Args:       "[--] COMMAND [ARGS...]",
 		FlagsFirst: true,
-		Short: "run a command and push every store path that appears while it runs",
+		Short:      "run a command and push every store path that appears while it runs",
 		Long: `Runs COMMAND (after --), pushing every store path that becomes valid while it
 runs, with its closure, to the cache given by --to, like cachix watch-exec:
   silo watch-exec --to main -- nix build .#package
