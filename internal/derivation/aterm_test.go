@@ -97,7 +97,7 @@ func TestTypes(t *testing.T) {
 		}
 	}
 	props := []struct {
-		typ                                          Type
+		typ                                   Type
 		isCA, isFixed, known, sandboxed, pure bool
 	}{
 		{TypeInputAddressed, false, false, true, true, true},

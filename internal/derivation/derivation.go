@@ -193,7 +193,9 @@ func (t Type) IsFixed() bool { return t == TypeFixed }
 func (t Type) HasKnownOutputPaths() bool { return t == TypeInputAddressed || t == TypeFixed }
 
 // IsSandboxed reports whether the build is cut off from the network.
-func (t Type) IsSandboxed() bool { return t == TypeInputAddressed || t == TypeDeferred || t == TypeFloating }
+func (t Type) IsSandboxed() bool {
+	return t == TypeInputAddressed || t == TypeDeferred || t == TypeFloating
+}
 
 // IsPure reports whether the outputs are a function of the inputs.
 func (t Type) IsPure() bool { return t != TypeImpure }
