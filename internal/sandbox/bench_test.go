@@ -1,0 +1,28 @@
+package sandbox
+
+import (
+	"testing"
+)
+
+// BenchmarkRun measures the per-build cost of a trivial /bin/sh build
+// (`sh -c :`) run as a build user: on the host, and in the sandbox with
+// and without a user namespace. The difference is the sandbox's overhead
+// (bench/sandbox.sh compares it with the real Nix's).
+func BenchmarkRun(b *testing.B) {
+	e := newEnv(b)
+	u := acquire(b, newPool(b, e, 1))
+	for _, bc := range []struct {
+		name            string
+		sandboxed, nous, net bool
+	}{{"plain", false, false, false}, {"sandboxed", true, false, false}, {"sandboxed-no-userns", true, true, false}, {"sandboxed-network", true, false, true}} {
+		b.Run(bc.name, func(b *testing.B) {
+			for b.Loop() {
+				s, _ := e.spec(u, ":")
+				s.Sandboxed, s.NoUserNamespace, s.Network = bc.sandboxed, bc.nous, bc.net
+				if res, log := e.run(s); !res.Success() {
+					b.Fatalf("%+v: %s", res, log)
+				}
+			}
+		})
+	}
+}
