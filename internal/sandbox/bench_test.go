@@ -12,7 +12,7 @@ func BenchmarkRun(b *testing.B) {
 	e := newEnv(b)
 	u := acquire(b, newPool(b, e, 1))
 	for _, bc := range []struct {
-		name            string
+		name                 string
 		sandboxed, nous, net bool
 	}{{"plain", false, false, false}, {"sandboxed", true, false, false}, {"sandboxed-no-userns", true, true, false}, {"sandboxed-network", true, false, true}} {
 		b.Run(bc.name, func(b *testing.B) {
