@@ -16,9 +16,11 @@ import (
 // recorder renders what a Sink receives as one string per event.
 type recorder struct{ events []string }
 
-func (r *recorder) Line(s string)              { r.events = append(r.events, "line "+s) }
-func (r *recorder) Phase(p string)             { r.events = append(r.events, "phase "+p) }
-func (r *recorder) Message(l uint64, m string) { r.events = append(r.events, fmt.Sprintf("msg %d %s", l, m)) }
+func (r *recorder) Line(s string)  { r.events = append(r.events, "line "+s) }
+func (r *recorder) Phase(p string) { r.events = append(r.events, "phase "+p) }
+func (r *recorder) Message(l uint64, m string) {
+	r.events = append(r.events, fmt.Sprintf("msg %d %s", l, m))
+}
 func (r *recorder) StartActivity(id, level, typ uint64, text string, fields []Field) {
 	r.events = append(r.events, fmt.Sprintf("start %d %s %s", typ, text, fieldString(fields)))
 }
