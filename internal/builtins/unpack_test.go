@@ -3,6 +3,7 @@ package builtins
 import (
 	"archive/tar"
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io/fs"
@@ -147,5 +148,18 @@ func TestUnpackRefusesEscapes(t *testing.T) {
 	if err := UnpackChannel(map[string]string{"out": filepath.Join(dir, "out"), "channelName": "c", "src": tarball}); err == nil ||
 		err.Error() != "channel tarball '"+tarball+"' contains more than one file" {
 		t.Errorf("two entries: %v", err)
+	}
+}
+
+func TestRunDispatch(t *testing.T) {
+	if err := Run(context.Background(), "builtin:nope", nil, FetchOptions{}, nil); err == nil || err.Error() != "unsupported builtin builder 'nope'" {
+		t.Errorf("Run = %v", err)
+	}
+	out := filepath.Join(t.TempDir(), "env")
+	if err := Run(context.Background(), "builtin:buildenv", map[string]string{"out": out, "derivations": "", "manifest": "/m"}, FetchOptions{}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if target, err := os.Readlink(filepath.Join(out, "manifest.nix")); err != nil || target != "/m" {
+		t.Errorf("manifest.nix -> %q, %v", target, err)
 	}
 }
