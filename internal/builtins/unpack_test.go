@@ -163,3 +163,35 @@ func TestRunDispatch(t *testing.T) {
 		t.Errorf("manifest.nix -> %q, %v", target, err)
 	}
 }
+
+// FuzzUntar feeds hostile tar streams to untar: it may fail, but must
+// never write outside its destination.
+func FuzzUntar(f *testing.F) {
+	for _, entries := range [][]tar.Header{
+		{{Name: "a/", Typeflag: tar.TypeDir, Mode: 0o755}, {Name: "a/f", Typeflag: tar.TypeReg, Mode: 0o644}},
+		{{Name: "l", Linkname: "..", Typeflag: tar.TypeSymlink}, {Name: "l/x", Typeflag: tar.TypeReg}},
+		{{Name: "h", Linkname: "../x", Typeflag: tar.TypeLink}},
+	} {
+		var buf bytes.Buffer
+		tw := tar.NewWriter(&buf)
+		for _, h := range entries {
+			tw.WriteHeader(&h)
+		}
+		tw.Close()
+		f.Add(buf.Bytes())
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		root := t.TempDir()
+		dest := filepath.Join(root, "dest")
+		os.Mkdir(dest, 0o755)
+		untar(bytes.NewReader(data), dest)
+		ents, err := os.ReadDir(root)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(ents) != 1 || ents[0].Name() != "dest" {
+			t.Fatalf("untar wrote outside its destination: %v", ents)
+		}
+		exec.Command("chmod", "-R", "u+rwx", root).Run()
+	})
+}
