@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Per-build overhead of the sandbox: silo's (internal/sandbox, a trivial
-# `sh -c :` build as a build user, sandboxed vs on the host) beside the
+# Per-build overhead of the sandbox: silo's (internal/sandbox with the silo
+# binary as its init step, a trivial `sh -c :` build as a build user,
+# sandboxed vs on the host) beside the
 # real Nix 2.8's (nix-build of $N trivial derivations with sandbox = true
 # vs false, the same sandbox-paths, build users from the nixbld group).
 # Prints both overheads in ms per build and their ratio. Needs root.
@@ -12,7 +13,8 @@ N=${N:-40}
 work=$(mktemp -d /tmp/silo-bench-sandbox.XXXXXX)
 trap 'rm -rf "$work"' EXIT
 
-silo=$(CI=true go test -run XXX -bench 'BenchmarkRun/(plain|sandboxed)$' -benchtime "${N}x" ./internal/sandbox |
+go build -o "$work/silo" ./cmd/silo
+silo=$(SILO_INIT="$work/silo" CI=true go test -run XXX -bench 'BenchmarkRun/(plain|sandboxed)$' -benchtime "${N}x" ./internal/sandbox |
   awk '/BenchmarkRun\/plain/ {p=$3} /BenchmarkRun\/sandboxed-/ && !/no-userns/ {s=$3} END {printf "%.2f %.2f", p/1e6, s/1e6}')
 read -r silo_plain silo_sb <<<"$silo"
 

@@ -18,6 +18,10 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// initBinary is the program re-executed as the init step: this very
+// binary (tests point it at a built silo to check cli's dispatch).
+var initBinary = "/proc/self/exe"
+
 type runner struct {
 	spec   *Spec
 	chroot *chrootPlan
@@ -107,7 +111,7 @@ func (r *runner) start(ctx context.Context, userNS bool) (*exec.Cmd, *os.File, e
 
 	self, _ := os.Executable()
 	cmd := &exec.Cmd{
-		Path:       "/proc/self/exe",
+		Path:       initBinary,
 		Args:       []string{self, InitCommand},
 		Env:        []string{},
 		Stdin:      devNull,

@@ -293,8 +293,7 @@ func KillUser(ctx context.Context, uid int) error {
 	if err != nil {
 		return err
 	}
-	cmd := exec.CommandContext(ctx, "/proc/self/exe", InitCommand, "kill-user")
-	cmd.Path = "/proc/self/exe"
+	cmd := exec.CommandContext(ctx, initBinary, InitCommand, "kill-user")
 	cmd.Args[0] = self
 	cmd.Env = []string{}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(uid), Gid: 65534, NoSetGroups: false}}
