@@ -31,6 +31,17 @@ func probe(checks []string) int {
 			if err == nil {
 				conn.Close()
 			}
+		case "loopback":
+			var ln net.Listener
+			ln, err = net.Listen("tcp", "127.0.0.1:0")
+			if err == nil {
+				var conn net.Conn
+				conn, err = net.Dial("tcp", ln.Addr().String())
+				if err == nil {
+					conn.Close()
+				}
+				ln.Close()
+			}
 		case "status":
 			var b []byte
 			b, err = os.ReadFile("/proc/self/status")

@@ -95,9 +95,12 @@ func TestNetworkIsolation(t *testing.T) {
 		}
 	}()
 	for _, network := range []bool{false, true} {
-		s := probeSpec(t, e, u, "connect="+ln.Addr().String())
+		s := probeSpec(t, e, u, "connect="+ln.Addr().String(), "loopback")
 		s.Network = network
 		log := e.mustRun(s)
+		if !strings.Contains(log, "loopback: ok") {
+			t.Errorf("Network=%v: the build's own loopback does not work: %s", network, log)
+		}
 		ok := strings.Contains(log, "connect: ok")
 		if ok != network {
 			t.Errorf("Network=%v: the build could connect to the host: %v (%s)", network, ok, strings.TrimSpace(log))

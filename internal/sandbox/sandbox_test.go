@@ -28,6 +28,9 @@ pwd > $out/pwd
 readlink /dev/ptmx > $out/ptmx
 echo $$ > $out/pid
 stat -c %a /tmp > $out/tmpmode
+stat -f -c %T /dev/shm > $out/shmfs
+stat -f -c %T /dev/pts > $out/ptsfs
+stat -f -c %T /proc > $out/procfs
 `)
 	e.mustRun(s)
 	got := func(name string) string {
@@ -40,7 +43,7 @@ stat -c %a /tmp > $out/tmpmode
 	for name, want := range map[string]string{
 		"passwd": nixPasswd, "group": nixGroup, "hosts": nixHosts, "hostname": "localhost\n",
 		"uid": "1000\n", "gid": "100\n", "groups": "100\n", "pwd": "/build\n", "ptmx": "/dev/pts/ptmx\n",
-		"pid": "1\n", "tmpmode": "1777\n",
+		"pid": "1\n", "tmpmode": "1777\n", "shmfs": "tmpfs\n", "ptsfs": "devpts\n", "procfs": "proc\n",
 		"dev":  "fd full null ptmx pts random shm stderr stdin stdout tty urandom zero ",
 		"root": "bin build dev etc lib lib64 nix proc tmp usr ",
 	} {
