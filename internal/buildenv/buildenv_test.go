@@ -194,3 +194,21 @@ func contains(ss []string, s string) bool {
 	}
 	return false
 }
+
+func TestMakeBuildDir(t *testing.T) {
+	root := t.TempDir()
+	p := storepath.Path{}
+	var err error
+	if p, err = storepath.DefaultDir.Parse("/nix/store/00000000000000000000000000000000-x.drv"); err != nil {
+		t.Fatal(err)
+	}
+	for i, want := range []string{"nix-build-x.drv-0", "nix-build-x.drv-1"} {
+		d, err := MakeBuildDir(root, p, -1, -1)
+		if err != nil || d != filepath.Join(root, want) {
+			t.Fatalf("MakeBuildDir #%d = %s, %v", i, d, err)
+		}
+		if st, _ := os.Stat(d); st.Mode().Perm() != 0o700 {
+			t.Errorf("mode %v", st.Mode())
+		}
+	}
+}
