@@ -60,3 +60,24 @@ stat -f -c %T /proc > $out/procfs
 		t.Errorf("output owned by %d:%d, want the build user %d:%d", sys.Uid, sys.Gid, u.UID, u.GID)
 	}
 }
+
+// TestSandboxPathFile binds a single file (sandbox-paths "/bin/sh=...")
+// without the rest of its directory.
+func TestSandboxPathFile(t *testing.T) {
+	e := newEnv(t)
+	u := acquire(t, newPool(t, e, 1))
+	dash, err := os.Readlink("/bin/sh")
+	if err != nil || dash == "" {
+		dash = "/bin/sh"
+	}
+	if dash[0] != '/' {
+		dash = "/usr/bin/" + dash
+	}
+	s, _ := e.spec(u, `echo /bin/*; echo /usr/bin/* | wc -w`)
+	s.Builder = "/bin/sh"
+	s.Paths = ParsePaths([]string{"/bin/sh=" + dash, "/lib", "/lib64?", "/usr/lib", "/usr/bin/wc", "/opt/missing?"})
+	log := e.mustRun(s)
+	if !strings.HasPrefix(log, "/bin/sh\n1\n") {
+		t.Errorf("the sandbox's /bin and /usr/bin hold more than given:\n%s", log)
+	}
+}
