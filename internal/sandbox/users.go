@@ -286,8 +286,8 @@ func groupList(file, name string, gid int) ([]int, error) {
 // switched to uid sends SIGKILL to -1 (everything it may signal) until
 // nothing is left. The helper is the silo binary itself (see Init).
 func KillUser(ctx context.Context, uid int) error {
-	if uid == 0 {
-		return errors.New("refusing to kill all processes of root")
+	if uid <= 0 {
+		return fmt.Errorf("refusing to kill all processes of uid %d", uid)
 	}
 	self, err := os.Executable()
 	if err != nil {
