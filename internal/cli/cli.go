@@ -79,6 +79,7 @@ func (e *ExitError) Error() string { return fmt.Sprintf("exit status %d", e.Code
 
 // Main runs silo with args (without the program name) and returns the exit code.
 func Main(ctx context.Context, args []string, env *Env) int {
+	maybeSandboxInit(args)
 	err := run(ctx, args, env)
 	if err == nil {
 		return 0

@@ -13,6 +13,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -199,8 +200,11 @@ func (n *Nix) StartDaemon() string {
 		cmd.Process.Kill()
 		cmd.Wait()
 	})
+	// The socket file appears at bind(), before listen(): wait until a
+	// connection is accepted, not just for the file.
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		if _, err := os.Stat(sock); err == nil {
+		if c, err := net.Dial("unix", sock); err == nil {
+			c.Close()
 			return sock
 		}
 		if time.Now().After(deadline) {
