@@ -215,7 +215,7 @@ let
         "Description=silo daemon: the Nix store daemon (socket)"
         "Conflicts=nix-daemon.socket"
         "RequiresMountsFor=/nix/store"
-        "ConditionPathIsReadWrite=/nix/var/nix/daemon-socket"
+        "ConditionPathIsReadWrite=${escapeArg (dirOf c.socket)}"
       ] ]
       [ "Socket" [ "ListenStream=${c.socket}" "SocketMode=0666" ] ]
       [ "Install" [ "WantedBy=sockets.target" ] ]
@@ -227,7 +227,7 @@ let
         "Requires=silo-daemon.socket"
         "After=silo-daemon.socket"
         "RequiresMountsFor=/nix/store /nix/var /nix/var/nix/db"
-        "ConditionPathIsReadWrite=/nix/var/nix/daemon-socket"
+        "ConditionPathIsReadWrite=${escapeArg (dirOf c.socket)}"
       ] ]
       [ "Service" [
         ("ExecStart=" + cmdline [ "${silo}/bin/silo" "daemon" ] c.extraArgs)
