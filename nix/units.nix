@@ -177,8 +177,10 @@ let
     "silo-queue.socket" = socketUnit {
       description = "silo upload queue fed by the post-build hook (socket)";
       listen = [ "unix:${c.socket}" ];
+      # Only root (nix-daemon's hook, silo queue status) may connect. The
+      # directory keeps the default 0755: silo serve's state directory is
+      # reached through it by a dynamic user.
       mode = "0600";
-      extra = [ "DirectoryMode=0700" ];
     };
     "silo-queue.service" = unit [
       [ "Unit" [

@@ -210,3 +210,58 @@ func TestDaemonUnitServesNix(t *testing.T) {
 	startUnit(t, m.Units, "silo-daemon", "NIX_STATE_DIR="+filepath.Join(dir, "state"), "NIX_LOG_DIR="+filepath.Join(dir, "log"))
 	n.Run("nix", "store", "ping", "--store", "unix://"+sock)
 }
+
+// TestGCUnitCollects: silo-gc.service's command, with its environment,
+// collects garbage through the store daemon's socket. The daemon here is
+// the real nix-daemon on a private chroot store, so the machine's own
+// store is never collected.
+func TestGCUnitCollects(t *testing.T) {
+	n := nixtest.Require(t)
+	nixBin := filepath.Dir(requireTool(t, "nix-collect-garbage"))
+	files, err := Files(Options{Silo: "/usr/local/bin/silo", NixBinDir: nixBin})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var svc unitFile
+	for _, f := range files {
+		if filepath.Base(f.Path) == "silo-gc.service" {
+			svc = parseUnit(string(f.Data))
+		}
+	}
+	dir := t.TempDir()
+	sock, root := filepath.Join(dir, "socket"), filepath.Join(dir, "root")
+	daemon := n.Command(context.Background(), "nix-daemon", "--option", "store", "local?root="+root)
+	daemon.Env = append(daemon.Env, "NIX_DAEMON_SOCKET_PATH="+sock)
+	if err := daemon.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { daemon.Process.Kill(); daemon.Wait() })
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if _, err := os.Stat(sock); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("nix-daemon made no socket")
+		}
+	}
+	garbage := filepath.Join(dir, "garbage")
+	os.WriteFile(garbage, []byte("collect me\n"), 0o644)
+	path := strings.TrimSpace(n.Run("nix-store", "--store", "unix://"+sock, "--add", garbage))
+	if _, err := os.Stat(root + path); err != nil {
+		t.Fatalf("added path not in the daemon's store: %v", err)
+	}
+
+	// Without it Nix would collect the machine's own store, as root.
+	if !strings.Contains(strings.Join(svc["Service.Environment"], " "), "NIX_REMOTE=daemon") {
+		t.Fatalf("silo-gc.service does not collect through the daemon: Environment=%q", svc["Service.Environment"])
+	}
+	argv := splitCommand(t, svc.one("Service.ExecStart"), nil)
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.Env = append(append(n.Env(), svc["Service.Environment"]...), "NIX_DAEMON_SOCKET_PATH="+sock)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("%q: %v\n%s", argv, err, out)
+	}
+	if _, err := os.Stat(root + path); !os.IsNotExist(err) {
+		t.Fatalf("%s is still in the store after silo-gc's command (%v)", path, err)
+	}
+}
