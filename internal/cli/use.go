@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/silo-cache/silo/internal/adminapi"
-	"github.com/silo-cache/silo/internal/nixconf"
+	"github.com/silo-cache/silo/internal/confedit"
 	"github.com/silo-cache/silo/internal/push"
 	"github.com/silo-cache/silo/internal/signature"
 )
@@ -125,14 +125,14 @@ func runUse(ctx context.Context, env *Env, nameOrURL string, system bool, public
 	if err != nil {
 		return fmt.Errorf("use: %w", err)
 	}
-	conf, err := nixconf.Open(confPath, 0o644)
+	conf, err := confedit.Open(confPath, 0o644)
 	if err != nil {
 		return fmt.Errorf("use: %w", err)
 	}
 	var msgs []string
 	msgs = append(msgs, conf.AddWord("extra-substituters", cacheURL, "substituters"))
 	msgs = append(msgs, conf.AddWord("extra-trusted-public-keys", publicKey, "trusted-public-keys"))
-	var netrc *nixconf.File
+	var netrc *confedit.File
 	if !public {
 		if v, ok := conf.Get("netrc-file"); ok {
 			netrcPath = v
@@ -140,7 +140,7 @@ func runUse(ctx context.Context, env *Env, nameOrURL string, system bool, public
 			// Nix's default netrc-file is the machine's; yours needs a line.
 			msgs = append(msgs, conf.Set("netrc-file", netrcPath))
 		}
-		if netrc, err = nixconf.Open(netrcPath, 0o600); err != nil {
+		if netrc, err = confedit.Open(netrcPath, 0o600); err != nil {
 			return fmt.Errorf("use: %w", err)
 		}
 		host := u.Hostname()

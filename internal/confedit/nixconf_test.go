@@ -1,4 +1,4 @@
-package nixconf
+package confedit
 
 import (
 	"os"

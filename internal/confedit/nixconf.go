@@ -1,9 +1,9 @@
-// Package nixconf edits Nix's configuration files the way a person would:
+// Package confedit edits Nix's configuration files the way a person would:
 // nix.conf settings whose values are word lists (extra-substituters,
 // extra-trusted-public-keys) and netrc entries, keeping every other line,
 // comment and the files' modes, changing nothing that is already right,
 // and writing atomically. Each edit reports what it changed.
-package nixconf
+package confedit
 
 import (
 	"bytes"
