@@ -1,0 +1,124 @@
+package nixstore
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"slices"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// PathLocks holds Nix path locks: an exclusive flock on <path>.lock for
+// each path, taken in sorted order (so two lockers of overlapping sets
+// cannot deadlock).
+type PathLocks struct {
+	files []*os.File
+	paths []string
+}
+
+// LockPaths locks each of paths (real file system paths; the lock files
+// are <path>.lock), waiting as long as needed or until ctx is done. If a
+// lock is not free at once and waitMsg is not empty, log gets waitMsg
+// (Nix prints "waiting for lock on ..." here).
+func LockPaths(ctx context.Context, paths []string, waitMsg string, log func(string)) (*PathLocks, error) {
+	l, _, err := lockPaths(ctx, paths, true, waitMsg, log)
+	return l, err
+}
+
+// TryLockPaths locks paths without waiting; it reports false (and holds
+// nothing) if any of them is locked by someone else.
+func TryLockPaths(paths []string) (*PathLocks, bool, error) {
+	return lockPaths(context.Background(), paths, false, "", nil)
+}
+
+func lockPaths(ctx context.Context, paths []string, wait bool, waitMsg string, log func(string)) (*PathLocks, bool, error) {
+	sorted := slices.Clone(paths)
+	slices.Sort(sorted)
+	sorted = slices.Compact(sorted)
+	l := &PathLocks{}
+	for _, p := range sorted {
+		lockPath := p + ".lock"
+		for {
+			f, err := os.OpenFile(lockPath, os.O_RDWR|os.O_CREATE, 0o600)
+			if err != nil {
+				l.Unlock(false)
+				return nil, false, fmt.Errorf("opening lock file '%s': %w", lockPath, err)
+			}
+			if !flockNB(f, unix.LOCK_EX) {
+				if !wait {
+					f.Close()
+					l.Unlock(false)
+					return nil, false, nil
+				}
+				if waitMsg != "" && log != nil {
+					log(waitMsg)
+				}
+				if err := flockWait(ctx, f, unix.LOCK_EX); err != nil {
+					f.Close()
+					l.Unlock(false)
+					return nil, false, fmt.Errorf("waiting for lock on '%s': %w", p, err)
+				}
+			}
+			var st unix.Stat_t
+			if err := unix.Fstat(int(f.Fd()), &st); err != nil {
+				f.Close()
+				l.Unlock(false)
+				return nil, false, fmt.Errorf("statting lock file '%s': %w", lockPath, err)
+			}
+			if st.Size == 0 {
+				l.files = append(l.files, f)
+				l.paths = append(l.paths, lockPath)
+				break
+			}
+			// Its owner deleted it after we opened it: someone else may
+			// now hold a lock on a new file of that name. Retry.
+			f.Close()
+		}
+	}
+	return l, true, nil
+}
+
+// Unlock releases the locks. With deleteFiles, each lock file is first
+// unlinked and marked stale ("d"), so that waiters on it retry, as Nix's
+// PathLocks with setDeletion(true).
+func (l *PathLocks) Unlock(deleteFiles bool) {
+	if l == nil {
+		return
+	}
+	for i, f := range l.files {
+		if deleteFiles {
+			os.Remove(l.paths[i])
+			f.Write([]byte("d"))
+		}
+		f.Close()
+	}
+	l.files, l.paths = nil, nil
+}
+
+func flockNB(f *os.File, how int) bool {
+	for {
+		err := unix.Flock(int(f.Fd()), how|unix.LOCK_NB)
+		if err != unix.EINTR {
+			return err == nil
+		}
+	}
+}
+
+// flockWait takes a lock, waiting. A blocking flock cannot be interrupted
+// by ctx, so it polls, backing off to 50 ms between tries.
+func flockWait(ctx context.Context, f *os.File, how int) error {
+	pause := 100 * time.Microsecond
+	for !flockNB(f, how) {
+		t := time.NewTimer(pause)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		case <-t.C:
+		}
+		pause = min(pause*2, 50*time.Millisecond)
+	}
+	return nil
+}
