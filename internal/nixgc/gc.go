@@ -204,10 +204,16 @@ func (c *collector) run() (*Results, error) {
 	return &c.res, nil
 }
 
+// report returns set as the results, with what was deleted anyway (Nix
+// 2.8 deletes entries that are not store paths, and reports them, even
+// when only asked for live or dead paths).
 func (c *collector) report(set map[storepath.Path]bool) *Results {
-	r := &Results{}
+	r := &Results{BytesFreed: c.res.BytesFreed}
 	for p := range set {
-		r.Paths = append(r.Paths, p.String())
+		c.paths[p.String()] = true
+	}
+	for p := range c.paths {
+		r.Paths = append(r.Paths, p)
 	}
 	slices.Sort(r.Paths)
 	return r
