@@ -122,3 +122,16 @@ func flockWait(ctx context.Context, f *os.File, how int) error {
 	}
 	return nil
 }
+
+// LockFile takes a flock (unix.LOCK_SH or LOCK_EX) on f, waiting until it
+// is free or ctx is done; onWait, if not nil, runs once if it must wait
+// (Nix prints "waiting for ..." then).
+func LockFile(ctx context.Context, f *os.File, how int, onWait func()) error {
+	if flockNB(f, how) {
+		return nil
+	}
+	if onWait != nil {
+		onWait()
+	}
+	return flockWait(ctx, f, how)
+}

@@ -211,6 +211,9 @@ func (s *Store) Close() error {
 	return err
 }
 
+// Log sends a message to Options.Log.
+func (s *Store) Log(level Verbosity, format string, args ...any) { s.logf(level, format, args...) }
+
 func (s *Store) logf(level Verbosity, format string, args ...any) {
 	if s.opts.Log != nil {
 		s.opts.Log(level, fmt.Sprintf(format, args...))
