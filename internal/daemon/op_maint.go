@@ -8,20 +8,20 @@ import (
 )
 
 // opOptimiseStore hard-links identical files of every valid path
-// (nix-store --optimise), with Nix's progress activity and summary.
+// (nix-store --optimise), with Nix's progress activity; the store logs
+// the summary.
 func opOptimiseStore(ctx context.Context, c *conn) error {
 	if err := c.startWork(); err != nil {
 		return err
 	}
 	act := c.startActivity(worker.LvlInfo, worker.ActOptimise, "", nil, 0)
-	stats, err := c.store.OptimiseStore(ctx, func(done, total int) {
+	_, err := c.store.OptimiseStore(ctx, func(done, total int) {
 		c.log.Result(act, worker.ResProgress, []worker.Field{worker.IntField(uint64(done)), worker.IntField(uint64(total)), worker.IntField(0), worker.IntField(0)})
 	})
 	c.log.StopActivity(act)
 	if err != nil {
 		return err
 	}
-	c.logAt(worker.LvlInfo, fmt.Sprintf("%.2f MiB freed by hard-linking %d files", float64(stats.BytesFreed)/(1024*1024), stats.FilesLinked))
 	if err := c.stopWork(); err != nil {
 		return err
 	}
