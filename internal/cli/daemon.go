@@ -91,7 +91,7 @@ func runDaemon(ctx context.Context, env *Env, cfg *nixconf.Config, verbosity uin
 			fmt.Fprintf(env.Stderr, "warning: unknown setting '%s'\n", name)
 		}
 	}
-	uri, err := daemon.ParseStoreURI(cfg.Settings.String("store"), cfg.Dirs)
+	uri, err := daemon.ParseStoreURI(cfg.Settings.String("store"), cfg.Dirs, !stdio)
 	if err != nil {
 		return err
 	}

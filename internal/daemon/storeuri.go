@@ -29,8 +29,9 @@ func LocalStoreURI(dirs *nixconf.Dirs) *StoreURI {
 }
 
 // ParseStoreURI resolves a store URI as Nix's openStore does for the
-// stores a daemon can serve.
-func ParseStoreURI(uri string, dirs *nixconf.Dirs) (*StoreURI, error) {
+// stores a daemon can serve. With listening (not --stdio), "auto" is the
+// local store: a daemon does not relay to the socket it serves.
+func ParseStoreURI(uri string, dirs *nixconf.Dirs, listening bool) (*StoreURI, error) {
 	base, query, _ := strings.Cut(uri, "?")
 	params, err := url.ParseQuery(query)
 	if err != nil {
@@ -61,6 +62,8 @@ func ParseStoreURI(uri string, dirs *nixconf.Dirs) (*StoreURI, error) {
 	}
 	remote := func(sock string) *StoreURI { return &StoreURI{URI: uri, Socket: sock} }
 	switch {
+	case (base == "" || base == "auto") && listening:
+		return local("")
 	case base == "" || base == "auto":
 		state := dirs.State
 		if v := params.Get("state"); v != "" {
