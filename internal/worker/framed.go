@@ -86,7 +86,7 @@ func (f *FramedReader) WriteTo(w io.Writer) (int64, error) {
 		} else if err != nil {
 			return total, err
 		}
-		n, err := io.CopyN(w, f.d.r, int64(f.left))
+		n, err := io.CopyN(w, f.d.r, int64(min(f.left, 1<<30))) // a claimed length may not fit an int64
 		total += n
 		f.left -= uint64(n)
 		if err != nil {
