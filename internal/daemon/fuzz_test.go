@@ -135,7 +135,11 @@ func FuzzServerRequest(f *testing.F) {
 			e.Uint64(uint64(worker.OpRegisterDrvOutput))
 			e.String(`{"id":"sha256:` + sha256Hex(nil) + `!out","outPath":"00000000000000000000000000000000-x","signatures":[],"dependentRealisations":{}}`)
 		}),
-		encodeRequest(func(e *worker.Encoder) { e.Uint64(uint64(worker.OpAddBuildLog)); e.String("00000000000000000000000000000000-x.drv"); NewFramedWriterForTest(e, []byte("log")) }),
+		encodeRequest(func(e *worker.Encoder) {
+			e.Uint64(uint64(worker.OpAddBuildLog))
+			e.String("00000000000000000000000000000000-x.drv")
+			NewFramedWriterForTest(e, []byte("log"))
+		}),
 	} {
 		f.Add(seed)
 	}
