@@ -97,7 +97,10 @@ func (c *conn) serve(ctx context.Context) error {
 		}
 		c.ops++
 		c.srv.logf(worker.LvlDebug, "received daemon op %d", op)
-		if err := c.perform(ctx, worker.Op(op)); err != nil {
+		start := time.Now()
+		err = c.perform(ctx, worker.Op(op))
+		c.srv.logf(worker.LvlDebug, "op %s took %v", worker.Op(op), time.Since(start))
+		if err != nil {
 			return err
 		}
 	}

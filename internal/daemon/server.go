@@ -61,6 +61,7 @@ type Server struct {
 	opts     Options
 	activity atomic.Uint64 // last activity id handed out
 	logMu    sync.Mutex
+	openMu   sync.Mutex // serialises opening the store (see conn.openStore)
 	conns    sync.WaitGroup
 }
 
@@ -131,10 +132,15 @@ func (s *Server) Serve(ctx context.Context, l *net.UnixListener) error {
 			trusted = " (trusted)"
 		}
 		s.logf(3, "accepted connection from pid %d, user %s%s", peer.PID, peer.User, trusted)
+		bc, err := newBlockingConn(c)
+		if err != nil {
+			s.logf(0, "\x1b[31;1merror:\x1b[0m error processing connection: %v", err)
+			continue
+		}
 		s.conns.Add(1)
 		go func() {
 			defer s.conns.Done()
-			s.ServeConn(ctx, c, peer)
+			s.ServeConn(ctx, bc, peer)
 		}()
 	}
 }
