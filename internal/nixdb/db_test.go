@@ -286,4 +286,3 @@ func TestBusyRetry(t *testing.T) {
 	}
 	tx.Rollback()
 }
-

@@ -110,7 +110,9 @@ func flockFdNB(fd, how int) bool {
 
 // flockWait takes a lock, waiting. A blocking flock cannot be interrupted
 // by ctx, so it polls, backing off to 50 ms between tries.
-func flockWait(ctx context.Context, f *os.File, how int) error { return flockFdWait(ctx, int(f.Fd()), how) }
+func flockWait(ctx context.Context, f *os.File, how int) error {
+	return flockFdWait(ctx, int(f.Fd()), how)
+}
 
 func flockFdWait(ctx context.Context, fd, how int) error {
 	pause := 100 * time.Microsecond
