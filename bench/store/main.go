@@ -3,6 +3,7 @@
 // nix-store doing the same:
 //
 //	store add ROOT PATH      add PATH recursively (nix-store --add)
+//	store add-nar ROOT NAME  add the NAR on stdin as NAME (what the daemon does with a client's upload)
 //	store garbage ROOT N     add N small unrooted paths, the last referring to the previous ones in chains of 5
 //	store gc ROOT            collect garbage (nix-store --gc)
 //	store query ROOT         query the path info of every valid path (nix path-info --all)
@@ -11,6 +12,7 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"fmt"
 	"io"
@@ -54,7 +56,13 @@ func run(ctx context.Context, cmd, root string, args []string) error {
 	case "add":
 		pr, pw := io.Pipe()
 		go func() { pw.CloseWithError(nar.Dump(ctx, pw, args[0])) }()
-		info, err := s.AddToStoreFromDump(ctx, pr, filepath.Base(args[0]), nixstore.CAMethod{Recursive: true, Algo: hash.SHA256}, nil, nixstore.AddOptions{})
+		info, err := s.AddToStoreFromDump(ctx, bufio.NewReaderSize(pr, 64<<10), filepath.Base(args[0]), nixstore.CAMethod{Recursive: true, Algo: hash.SHA256}, nil, nixstore.AddOptions{})
+		if err != nil {
+			return err
+		}
+		fmt.Println(info.Path)
+	case "add-nar":
+		info, err := s.AddToStoreFromDump(ctx, bufio.NewReaderSize(os.Stdin, 64<<10), args[0], nixstore.CAMethod{Recursive: true, Algo: hash.SHA256}, nil, nixstore.AddOptions{})
 		if err != nil {
 			return err
 		}
