@@ -170,3 +170,43 @@ func TestAddToStoreNarConcurrent(t *testing.T) {
 		t.Errorf("contents hash to %v (%v), want %v", got, err, h)
 	}
 }
+
+// TestPathLocks: a held lock makes TryLockPaths fail and LockPaths wait;
+// released with deletion, the lock file is gone and the waiter proceeds.
+func TestPathLocks(t *testing.T) {
+	ctx := context.Background()
+	p := filepath.Join(t.TempDir(), "x")
+	l, err := nixstore.LockPaths(ctx, []string{p}, "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok, err := nixstore.TryLockPaths(ctx, []string{p}); ok || err != nil {
+		t.Fatalf("locked twice: %v %v", ok, err)
+	}
+	got := make(chan error, 1)
+	waiting := make(chan string, 1)
+	go func() {
+		l2, err := nixstore.LockPaths(ctx, []string{p}, "waiting for lock on "+p, func(m string) { waiting <- m })
+		if err == nil {
+			l2.Unlock(true)
+		}
+		got <- err
+	}()
+	if m := <-waiting; !strings.Contains(m, "waiting for lock") {
+		t.Errorf("wait message %q", m)
+	}
+	l.Unlock(true)
+	if err := <-got; err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(p + ".lock"); !os.IsNotExist(err) {
+		t.Errorf("lock file left: %v", err)
+	}
+	cctx, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+	defer cancel()
+	l, _ = nixstore.LockPaths(ctx, []string{p}, "", nil)
+	if _, err := nixstore.LockPaths(cctx, []string{p}, "", nil); err == nil {
+		t.Error("a cancelled wait took the lock")
+	}
+	l.Unlock(true)
+}
