@@ -3,6 +3,7 @@ package nixstore_test
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"encoding/binary"
 	"errors"
 	"io"
@@ -17,6 +18,7 @@ import (
 	"github.com/silo-cache/silo/internal/nar"
 	"github.com/silo-cache/silo/internal/nixstore"
 	"github.com/silo-cache/silo/internal/nixstore/storetest"
+	"github.com/silo-cache/silo/internal/signature"
 	"github.com/silo-cache/silo/internal/storepath"
 )
 
@@ -209,4 +211,41 @@ func TestPathLocks(t *testing.T) {
 		t.Error("a cancelled wait took the lock")
 	}
 	l.Unlock(true)
+}
+
+// TestCheckSigs: with require-sigs, an input-addressed path needs a
+// signature by a trusted key; a content-addressed one needs none.
+func TestCheckSigs(t *testing.T) {
+	ctx := context.Background()
+	key, err := signature.GenerateKey("test-1", rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := storetest.New(t, false)
+	o := ts.Opts
+	o.RequireSigs = true
+	o.TrustedKeys = signature.NewKeySet(key.Public())
+	s := ts.Open(o)
+	data, h := storetest.NarOf(t, storetest.MakeTree(t, t.TempDir(), "t"))
+	check := nixstore.AddOptions{CheckSigs: true}
+
+	info := &nixstore.PathInfo{Path: storetest.RandomPath(t, s.Dir(), "unsigned"), NarHash: h, NarSize: uint64(len(data))}
+	err = s.AddToStoreNar(ctx, info, bytes.NewReader(data), check)
+	if want := "cannot add path '" + info.Path.String() + "' because it lacks a valid signature"; err == nil || err.Error() != want {
+		t.Errorf("unsigned: %v, want %q", err, want)
+	}
+	other, _ := signature.GenerateKey("other-1", rand.Reader)
+	info.Sigs = []string{other.Sign(info.Fingerprint()).String()}
+	if err := s.AddToStoreNar(ctx, info, bytes.NewReader(data), check); err == nil {
+		t.Error("accepted a signature by an untrusted key")
+	}
+	info.Sigs = append(info.Sigs, key.Sign(info.Fingerprint()).String())
+	if err := s.AddToStoreNar(ctx, info, bytes.NewReader(data), check); err != nil {
+		t.Errorf("signed by a trusted key: %v", err)
+	}
+	ca, _ := s.Dir().MakeFixedOutputPath("t", true, h, nil, false)
+	caInfo := &nixstore.PathInfo{Path: ca, NarHash: h, NarSize: uint64(len(data)), CA: "fixed:r:sha256:" + h.Nix32()}
+	if err := s.AddToStoreNar(ctx, caInfo, bytes.NewReader(data), check); err != nil {
+		t.Errorf("content-addressed without signature: %v", err)
+	}
 }
