@@ -25,6 +25,9 @@ func (c *conn) openStore(ctx context.Context) error {
 	}
 	o.Log = c.storeLog
 	o.DerivationOutputs = c.derivationOutputs
+	if c.srv.autoGC != nil {
+		o.AutoGC = c.srv.autoGC.Check
+	}
 	// One Open at a time: opening a fresh (or freshly deleted) store
 	// creates the database and its schema file, which a second connection
 	// opening at the same moment must not read half-written.

@@ -37,6 +37,7 @@ import (
 	"time"
 
 	"github.com/silo-cache/silo/internal/nixconf"
+	"github.com/silo-cache/silo/internal/nixgc"
 )
 
 // Options configure a Server.
@@ -61,7 +62,8 @@ type Server struct {
 	opts     Options
 	activity atomic.Uint64 // last activity id handed out
 	logMu    sync.Mutex
-	openMu   sync.Mutex // serialises opening the store (see conn.openStore)
+	openMu   sync.Mutex    // serialises opening the store (see conn.openStore)
+	autoGC   *nixgc.AutoGC // nil without min-free
 	conns    sync.WaitGroup
 }
 
@@ -97,6 +99,7 @@ func (s *Server) logf(level uint64, format string, a ...any) {
 func (s *Server) Serve(ctx context.Context, l *net.UnixListener) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	s.startAutoGC(ctx)
 	stop := context.AfterFunc(ctx, func() { l.Close() })
 	defer stop()
 	for {
