@@ -94,3 +94,34 @@ func BenchmarkQueryPathInfo(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkConcurrentImports imports 16 different 8 MiB paths at once
+// (AddToStoreNar from 16 connections), as parallel nix copy jobs do.
+func BenchmarkConcurrentImports(b *testing.B) {
+	sock, storeDir := benchDaemon(b)
+	const clients = 16
+	cs := make([]*rawClient, clients)
+	for i := range cs {
+		cs[i] = dialRaw(b, sock)
+	}
+	for n := 0; b.Loop(); n++ {
+		b.StopTimer()
+		nars := make([][]byte, clients)
+		paths := make([]string, clients)
+		for i := range nars {
+			nars[i] = narFile(append(fmt.Appendf(nil, "%d %d\n", n, i), bytes.Repeat([]byte{byte(i)}, 8<<20)...))
+			paths[i] = sourcePath(b, storeDir, fmt.Sprintf("big%d", i), nars[i])
+		}
+		b.StartTimer()
+		errs := make(chan error, clients)
+		for i, c := range cs {
+			go func() { errs <- c.addNar(paths[i], sha256Hex(nars[i]), uint64(len(nars[i])), nil, "", nars[i]) }()
+		}
+		for range clients {
+			if err := <-errs; err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.SetBytes(int64(clients * len(nars[0])))
+	}
+}
