@@ -173,6 +173,14 @@ for what in "$@"; do
       for n in silo nix; do prep_copy "$n"; run_copy "$n" > /dev/null 2>&1; done
       printf 'info: closure of %s paths\n' "$(client silo nix-store -qR "$(cat "$work/src-silo/root")" | wc -l)"
       bench info prep_info run_info
+      # The floor: the same command on the same store without any daemon
+      # (the real Nix in local mode), which no daemon can beat.
+      : > "$work/t.local"
+      for ((i = 0; i < RUNS; i++)); do
+        t0=$(now); localnix silo nix path-info -r --json "$(cat "$work/src-silo/root")" > /dev/null; t1=$(now)
+        echo "$t1 - $t0" | bc -l >> "$work/t.local"
+      done
+      printf 'info   floor: the client alone (local mode, no daemon) %.3fs\n' "$(median < "$work/t.local")"
     fi ;;
   gc) make_dead; bench gc prep_gc run_gc ;;
   mem)
