@@ -57,7 +57,8 @@ type conn struct {
 }
 
 func newConn(s *Server, rw io.ReadWriteCloser, peer *Peer) *conn {
-	c := &conn{srv: s, rw: rw, dec: worker.NewDecoder(rw), enc: worker.NewEncoder(rw), peer: peer,
+	// A large read buffer: uploads (NARs) arrive in frames of 32 KiB.
+	c := &conn{srv: s, rw: rw, dec: worker.NewDecoderSize(rw, 256<<10), enc: worker.NewEncoder(rw), peer: peer,
 		settings: s.opts.Config.Settings.Clone()}
 	c.dec.SetLimits(maxString, maxList)
 	c.verbosity.Store(s.opts.Verbosity)
