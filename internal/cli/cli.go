@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 
@@ -29,11 +30,17 @@ type Env struct {
 	// Environ is the environment of commands silo runs (silo watch-exec);
 	// nil means the process's own.
 	Environ func() []string
+	// LookupEnv tells an unset variable from an empty one; nil means
+	// Getenv's answer, unset when empty.
+	LookupEnv func(string) (string, bool)
+	// Argv0 is the name the program was started under: as nix-daemon,
+	// silo acts as nix-daemon (see daemon.go).
+	Argv0 string
 }
 
 // OSEnv returns the process's own Env.
 func OSEnv() *Env {
-	return &Env{Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr, Getenv: os.Getenv}
+	return &Env{Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr, Getenv: os.Getenv, LookupEnv: os.LookupEnv, Argv0: os.Args[0]}
 }
 
 // Command is one leaf subcommand.
@@ -54,6 +61,10 @@ type Command struct {
 }
 
 var commands = map[string]*Command{}
+
+// personalities are other programs silo can be installed as: started
+// under one of these names, silo runs it instead of its own command tree.
+var personalities = map[string]func(ctx context.Context, args []string, env *Env) int{}
 
 // Register adds c to the command tree. It is called from init functions.
 func Register(c *Command) {
@@ -80,6 +91,9 @@ func (e *ExitError) Error() string { return fmt.Sprintf("exit status %d", e.Code
 // Main runs silo with args (without the program name) and returns the exit code.
 func Main(ctx context.Context, args []string, env *Env) int {
 	maybeSandboxInit(args)
+	if personality, ok := personalities[filepath.Base(env.Argv0)]; ok {
+		return personality(ctx, args, env)
+	}
 	err := run(ctx, args, env)
 	if err == nil {
 		return 0

@@ -35,6 +35,7 @@ type Reader struct {
 	pathIsDir bool       // path names the directory whose entries are being read
 	fileLeft  int64      // unread bytes of the current regular file
 	fileSize  int64
+	exact     bool // never read past the NAR's end (NewExactReader)
 }
 
 type dirFrame struct {
@@ -47,6 +48,17 @@ const readBufSize = 64 << 10
 // NewReader returns a Reader reading a NAR from r.
 func NewReader(r io.Reader) *Reader {
 	return &Reader{r: r, buf: make([]byte, readBufSize)}
+}
+
+// NewExactReader returns a Reader for a NAR embedded in a longer stream
+// (nix-store --import, the daemon's AddMultipleToStore): it never reads a
+// byte from r past the NAR's last token, and at the end it returns io.EOF
+// without looking at what follows. It reads r in smaller pieces, so r
+// should be buffered.
+func NewExactReader(r io.Reader) *Reader {
+	nr := NewReader(r)
+	nr.exact = true
+	return nr
 }
 
 // Next advances to the next object and returns its header. It skips
@@ -88,7 +100,7 @@ func (r *Reader) Read(p []byte) (int, error) {
 			return 0, r.err
 		}
 	} else {
-		if err := r.fill(1); err != nil {
+		if err := r.fillFile(); err != nil {
 			r.err = err
 			return 0, err
 		}
@@ -253,7 +265,7 @@ func (r *Reader) node(path string) (*Header, error) {
 func (r *Reader) finishFile() error {
 	for r.fileLeft > 0 {
 		if r.lo == r.hi {
-			if err := r.fill(1); err != nil {
+			if err := r.fillFile(); err != nil {
 				return err
 			}
 		}
@@ -288,17 +300,36 @@ func (r *Reader) read(p []byte) int {
 	return n
 }
 
+// fillFile makes some of the current file's contents available in
+// buf[lo:hi] (called with nothing buffered and contents left).
+func (r *Reader) fillFile() error {
+	if !r.exact {
+		return r.fill(1)
+	}
+	return r.fillMax(1, int(min(r.fileLeft, int64(len(r.buf)))))
+}
+
 // fill makes at least n bytes available in buf[lo:hi].
 func (r *Reader) fill(n int) error {
+	if r.exact {
+		return r.fillMax(n, n)
+	}
+	return r.fillMax(n, len(r.buf))
+}
+
+// fillMax makes at least n bytes available in buf[lo:hi], reading no more
+// than makes max available.
+func (r *Reader) fillMax(n, max int) error {
 	if r.hi-r.lo >= n {
 		return nil
 	}
-	if r.lo+n > len(r.buf) {
+	if r.lo+n > len(r.buf) || r.exact && r.lo+max > len(r.buf) {
 		r.hi = copy(r.buf, r.buf[r.lo:r.hi])
 		r.lo = 0
 	}
+	end := min(r.lo+max, len(r.buf))
 	for r.hi-r.lo < n {
-		r.hi += r.read(r.buf[r.hi:])
+		r.hi += r.read(r.buf[r.hi:end])
 		if r.hi-r.lo < n && r.srcErr != nil {
 			return r.truncated(r.srcErr)
 		}
@@ -385,6 +416,9 @@ func (r *Reader) expect(tag string) error {
 
 // checkEOF verifies that the NAR ends after its last token.
 func (r *Reader) checkEOF() error {
+	if r.exact {
+		return io.EOF
+	}
 	if r.lo < r.hi {
 		return fmt.Errorf("%w: trailing data at byte %d after the end of the NAR", ErrInvalid, r.off)
 	}

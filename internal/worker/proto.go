@@ -39,23 +39,32 @@ func Minor(v uint64) uint64 { return v & 0x00ff }
 // Op is a worker operation number.
 type Op uint64
 
-// Operations (worker-protocol.hh); only a few are implemented by Client.
+// Operations (worker-protocol.hh). Client implements a few; package
+// daemon serves them all.
 const (
 	OpIsValidPath                 Op = 1
 	OpHasSubstitutes              Op = 3
+	OpQueryPathHash               Op = 4
+	OpQueryReferences             Op = 5
 	OpQueryReferrers              Op = 6
 	OpAddToStore                  Op = 7
+	OpAddTextToStore              Op = 8
 	OpBuildPaths                  Op = 9
 	OpEnsurePath                  Op = 10
 	OpAddTempRoot                 Op = 11
 	OpAddIndirectRoot             Op = 12
 	OpSyncWithGC                  Op = 13
 	OpFindRoots                   Op = 14
+	OpExportPath                  Op = 16
+	OpQueryDeriver                Op = 18
 	OpSetOptions                  Op = 19
 	OpCollectGarbage              Op = 20
 	OpQuerySubstitutablePathInfo  Op = 21
+	OpQueryDerivationOutputs      Op = 22
 	OpQueryAllValidPaths          Op = 23
 	OpQueryPathInfo               Op = 26
+	OpImportPaths                 Op = 27
+	OpQueryDerivationOutputNames  Op = 28
 	OpQueryPathFromHashPart       Op = 29
 	OpQuerySubstitutablePathInfos Op = 30
 	OpQueryValidPaths             Op = 31
@@ -77,9 +86,23 @@ const (
 )
 
 var opNames = map[Op]string{
-	OpIsValidPath: "IsValidPath", OpQueryPathInfo: "QueryPathInfo",
-	OpQueryPathFromHashPart: "QueryPathFromHashPart", OpQueryValidPaths: "QueryValidPaths",
-	OpSetOptions: "SetOptions", OpNarFromPath: "NarFromPath", OpAddToStoreNar: "AddToStoreNar",
+	OpIsValidPath: "IsValidPath", OpHasSubstitutes: "HasSubstitutes", OpQueryPathHash: "QueryPathHash",
+	OpQueryReferences: "QueryReferences", OpQueryReferrers: "QueryReferrers", OpAddToStore: "AddToStore",
+	OpAddTextToStore: "AddTextToStore", OpBuildPaths: "BuildPaths", OpEnsurePath: "EnsurePath",
+	OpAddTempRoot: "AddTempRoot", OpAddIndirectRoot: "AddIndirectRoot", OpSyncWithGC: "SyncWithGC",
+	OpFindRoots: "FindRoots", OpExportPath: "ExportPath", OpQueryDeriver: "QueryDeriver",
+	OpSetOptions: "SetOptions", OpCollectGarbage: "CollectGarbage",
+	OpQuerySubstitutablePathInfo: "QuerySubstitutablePathInfo", OpQueryDerivationOutputs: "QueryDerivationOutputs",
+	OpQueryAllValidPaths: "QueryAllValidPaths", OpQueryPathInfo: "QueryPathInfo", OpImportPaths: "ImportPaths",
+	OpQueryDerivationOutputNames: "QueryDerivationOutputNames", OpQueryPathFromHashPart: "QueryPathFromHashPart",
+	OpQuerySubstitutablePathInfos: "QuerySubstitutablePathInfos", OpQueryValidPaths: "QueryValidPaths",
+	OpQuerySubstitutablePaths: "QuerySubstitutablePaths", OpQueryValidDerivers: "QueryValidDerivers",
+	OpOptimiseStore: "OptimiseStore", OpVerifyStore: "VerifyStore", OpBuildDerivation: "BuildDerivation",
+	OpAddSignatures: "AddSignatures", OpNarFromPath: "NarFromPath", OpAddToStoreNar: "AddToStoreNar",
+	OpQueryMissing: "QueryMissing", OpQueryDerivationOutputMap: "QueryDerivationOutputMap",
+	OpRegisterDrvOutput: "RegisterDrvOutput", OpQueryRealisation: "QueryRealisation",
+	OpAddMultipleToStore: "AddMultipleToStore", OpAddBuildLog: "AddBuildLog",
+	OpBuildPathsWithResults: "BuildPathsWithResults",
 }
 
 func (o Op) String() string {

@@ -21,12 +21,24 @@ const MaxList = 1 << 24
 
 // Decoder reads the protocol's wire encoding.
 type Decoder struct {
-	r   *bufio.Reader
-	buf [8]byte
+	r         *bufio.Reader
+	buf       [8]byte
+	maxString uint64
+	maxList   uint64
 }
 
-// NewDecoder returns a Decoder reading from r.
-func NewDecoder(r io.Reader) *Decoder { return &Decoder{r: bufio.NewReaderSize(r, 32<<10)} }
+// NewDecoder returns a Decoder reading from r, with the limits MaxString
+// and MaxList.
+func NewDecoder(r io.Reader) *Decoder { return NewDecoderSize(r, 32<<10) }
+
+// NewDecoderSize is NewDecoder with a read buffer of size bytes.
+func NewDecoderSize(r io.Reader, size int) *Decoder {
+	return &Decoder{r: bufio.NewReaderSize(r, size), maxString: MaxString, maxList: MaxList}
+}
+
+// SetLimits bounds the strings and lists d reads (a server reading a
+// hostile client sets lower ones).
+func (d *Decoder) SetLimits(maxString, maxList uint64) { d.maxString, d.maxList = maxString, maxList }
 
 // Uint64 reads an 8-byte little-endian integer.
 func (d *Decoder) Uint64() (uint64, error) {
@@ -54,11 +66,11 @@ func (d *Decoder) String() (string, error) {
 	if err != nil {
 		return "", err
 	}
-	if n > MaxString {
-		return "", fmt.Errorf("%w: string of %d bytes exceeds the %d byte limit", ErrProtocol, n, MaxString)
+	if n > d.maxString {
+		return "", fmt.Errorf("%w: string of %d bytes exceeds the %d byte limit", ErrProtocol, n, d.maxString)
 	}
-	b := make([]byte, n+pad(n))
-	if _, err := io.ReadFull(d.r, b); err != nil {
+	b, err := d.readN(n + pad(n))
+	if err != nil {
 		return "", eof(err)
 	}
 	for _, c := range b[n:] {
@@ -75,8 +87,8 @@ func (d *Decoder) Strings() ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
-	if n > MaxList {
-		return nil, fmt.Errorf("%w: list of %d elements exceeds the %d element limit", ErrProtocol, n, MaxList)
+	if n > d.maxList {
+		return nil, fmt.Errorf("%w: list of %d elements exceeds the %d element limit", ErrProtocol, n, d.maxList)
 	}
 	out := make([]string, 0, min(n, 1024))
 	for range n {
@@ -87,6 +99,27 @@ func (d *Decoder) Strings() ([]string, error) {
 		out = append(out, s)
 	}
 	return out, nil
+}
+
+// readN reads n bytes, allocating as they arrive rather than what the
+// peer claims, so a length it never sends costs no memory.
+func (d *Decoder) readN(n uint64) ([]byte, error) {
+	const chunk = 1 << 20
+	if n <= chunk {
+		b := make([]byte, n)
+		_, err := io.ReadFull(d.r, b)
+		return b, err
+	}
+	b := make([]byte, 0, chunk)
+	for uint64(len(b)) < n {
+		k := min(n-uint64(len(b)), uint64(max(cap(b)-len(b), chunk)))
+		start := len(b)
+		b = append(b, make([]byte, k)...)
+		if _, err := io.ReadFull(d.r, b[start:]); err != nil {
+			return nil, err
+		}
+	}
+	return b, nil
 }
 
 func pad(n uint64) uint64 { return (8 - n%8) % 8 }
