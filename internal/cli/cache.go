@@ -58,7 +58,7 @@ a Nix client needs, as silo cache info does.`,
 				if err != nil {
 					return fmt.Errorf("cache create: %w", err)
 				}
-				m, err := openMeta(ctx, f.dataDir)
+				m, err := openMeta(ctx, f)
 				if err != nil {
 					return fmt.Errorf("cache create: %w", err)
 				}
@@ -84,7 +84,7 @@ a Nix client needs, as silo cache info does.`,
 				if len(args) != 0 {
 					return Usagef("cache list: takes no arguments")
 				}
-				m, err := openMeta(ctx, f.dataDir)
+				m, err := openMeta(ctx, f)
 				if err != nil {
 					return fmt.Errorf("cache list: %w", err)
 				}
@@ -125,7 +125,7 @@ a Nix client needs, as silo cache info does.`,
 				if len(args) != 1 {
 					return Usagef("cache info: want one NAME, got %d arguments", len(args))
 				}
-				m, err := openMeta(ctx, f.dataDir)
+				m, err := openMeta(ctx, f)
 				if err != nil {
 					return fmt.Errorf("cache info: %w", err)
 				}
@@ -154,7 +154,7 @@ no other cache uses (within --gc-interval).`,
 				if len(args) != 1 {
 					return Usagef("cache delete: want one NAME, got %d arguments", len(args))
 				}
-				m, err := openMeta(ctx, f.dataDir)
+				m, err := openMeta(ctx, f)
 				if err != nil {
 					return fmt.Errorf("cache delete: %w", err)
 				}

@@ -16,11 +16,9 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/silo-cache/silo/internal/blob/disk"
 	"github.com/silo-cache/silo/internal/cache"
 	"github.com/silo-cache/silo/internal/compress"
 	"github.com/silo-cache/silo/internal/listen"
-	"github.com/silo-cache/silo/internal/meta/sqlite"
 )
 
 // serveFlags are silo serve's settings. The admin commands (silo cache,
@@ -35,6 +33,7 @@ type serveFlags struct {
 	uploadIdle                             time.Duration
 	logLevel, logFormat                    string
 	requireClosure                         bool
+	store                                  storageFlags
 }
 
 func defineServeFlags(fs *flag.FlagSet) *serveFlags {
@@ -54,6 +53,7 @@ func defineServeFlags(fs *flag.FlagSet) *serveFlags {
 	fs.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 30*time.Second, "how long in-flight requests may finish on SIGTERM")
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error (requests are logged at info, narinfo lookups answered 200 or 404 at debug)")
 	fs.StringVar(&f.logFormat, "log-format", "text", "text or json")
+	defineStorageFlags(fs, &f.store)
 	fs.String("config", "", "TOML config `FILE` setting any of these flags (keys are the flag names)")
 	return f
 }
@@ -83,11 +83,6 @@ func (b *byteSize) Set(s string) error {
 // dataPaths returns the metadata database and blob directory in dir.
 func dataPaths(dir string) (db, blobs string) {
 	return filepath.Join(dir, "silo.db"), filepath.Join(dir, "blobs")
-}
-
-func openMeta(ctx context.Context, dir string) (*sqlite.Store, error) {
-	db, _ := dataPaths(dir)
-	return sqlite.Open(ctx, db)
 }
 
 func init() {
@@ -159,29 +154,14 @@ func runServe(ctx context.Context, env *Env, f *serveFlags) error {
 	if _, err := compress.ParseStored(f.compression); err != nil {
 		return Usagef("serve: --compression: %v", err)
 	}
-	lock, err := lockDataDir(f.dataDir)
+	st, err := openStorage(ctx, env, f, log)
 	if err != nil {
 		return fmt.Errorf("serve: %w", err)
 	}
-	defer lock.Close()
-	m, err := openMeta(ctx, f.dataDir)
-	if err != nil {
-		return fmt.Errorf("serve: %w", err)
-	}
-	defer m.Close()
-	_, blobDir := dataPaths(f.dataDir)
-	blobs, err := disk.Open(blobDir)
-	if err != nil {
-		return fmt.Errorf("serve: %w", err)
-	}
-	// We hold the data directory's lock: every temporary file is a leftover.
-	if n, err := blobs.CleanTemp(0); err != nil {
-		return fmt.Errorf("serve: %w", err)
-	} else if n > 0 {
-		log.Info("removed unfinished uploads left by an earlier run", "files", n)
-	}
+	defer st.Close()
+	m := st.meta
 	srv, err := cache.New(cache.Options{
-		Meta: m, Blobs: blobs,
+		Meta: m, Blobs: st.blobs,
 		Compression: f.compression, CompressionLevel: f.compressionLevel,
 		MaxNARSize: int64(f.maxNARSize), MaxUploads: f.maxUploads, UploadTTL: f.uploadTTL, UploadIdleTimeout: f.uploadIdle, Logger: log,
 		RequireClosure: f.requireClosure,
@@ -194,7 +174,7 @@ func runServe(ctx context.Context, env *Env, f *serveFlags) error {
 		return fmt.Errorf("serve: %w", err)
 	}
 	base := listen.URL(l)
-	log.Info("silo serve listening", "url", base, "data_dir", f.dataDir, "compression", f.compression)
+	log.Info("silo serve listening", "url", base, "db", describeDB(f), "blobs", st.where, "compression", f.compression)
 	if caches, err := m.Caches(ctx); err == nil && len(caches) == 0 {
 		log.Info("no caches yet; create one (works while the server runs)",
 			"command", fmt.Sprintf("silo cache create main --data-dir %s", f.dataDir))
@@ -223,7 +203,7 @@ func runServe(ctx context.Context, env *Env, f *serveFlags) error {
 	}
 	gcCtx, stopGC := context.WithCancel(ctx)
 	defer stopGC()
-	go srv.RunGC(gcCtx, f.gcInterval)
+	go st.maintain(gcCtx, srv, f, log)
 
 	errc := make(chan error, 1)
 	go func() { errc <- hs.Serve(l) }()

@@ -63,7 +63,7 @@ use it as the password in a netrc file (machine HOST password TOKEN) or as
 				if err != nil {
 					return Usagef("token create: %v", err)
 				}
-				m, err := openMeta(ctx, f.dataDir)
+				m, err := openMeta(ctx, f)
 				if err != nil {
 					return fmt.Errorf("token create: %w", err)
 				}
@@ -87,7 +87,7 @@ use it as the password in a netrc file (machine HOST password TOKEN) or as
 				if len(args) != 0 {
 					return Usagef("token list: takes no arguments")
 				}
-				m, err := openMeta(ctx, f.dataDir)
+				m, err := openMeta(ctx, f)
 				if err != nil {
 					return fmt.Errorf("token list: %w", err)
 				}
@@ -128,7 +128,7 @@ use it as the password in a netrc file (machine HOST password TOKEN) or as
 				if full, err := auth.ID(id); err == nil {
 					id = full // a whole token given: revoke it by its ID
 				}
-				m, err := openMeta(ctx, f.dataDir)
+				m, err := openMeta(ctx, f)
 				if err != nil {
 					return fmt.Errorf("token revoke: %w", err)
 				}

@@ -54,14 +54,48 @@ type Options struct {
 	// MaxConns bounds the connection pool unless the URL sets
 	// pool_max_conns; 0 means 16.
 	MaxConns int32
+	// ApplicationName names the connections in pg_stat_activity (and the
+	// holder of recorded multipart uploads) unless the URL sets
+	// application_name.
+	ApplicationName string
 }
 
 // Open connects to the database at url (a postgres:// URL or a libpq
 // key=value string) and brings its schema up to date.
 func Open(ctx context.Context, url string, opts Options) (*Store, error) {
+	s, where, err := connect(ctx, url, opts)
+	if err != nil {
+		return nil, err
+	}
+	if opts.NoMigrate {
+		cur, err := s.SchemaVersion(ctx)
+		if err == nil && cur != len(migrations) {
+			err = fmt.Errorf("schema version %d, this silo needs %d: run silo migrate", cur, len(migrations))
+		}
+		if err != nil {
+			s.Close()
+			return nil, fmt.Errorf("open metadata database %s: %w", where, err)
+		}
+		return s, nil
+	}
+	if _, _, err := s.Migrate(ctx); err != nil {
+		s.Close()
+		return nil, fmt.Errorf("open metadata database %s: %w", where, err)
+	}
+	return s, nil
+}
+
+// Connect connects to the database without looking at its schema, for
+// silo migrate (which calls Migrate).
+func Connect(ctx context.Context, url string, opts Options) (*Store, error) {
+	s, _, err := connect(ctx, url, opts)
+	return s, err
+}
+
+func connect(ctx context.Context, url string, opts Options) (*Store, string, error) {
 	cfg, err := pgxpool.ParseConfig(url)
 	if err != nil {
-		return nil, fmt.Errorf("open metadata database: %w", err)
+		return nil, "", fmt.Errorf("open metadata database: %w", err)
 	}
 	if !strings.Contains(url, "pool_max_conns") {
 		cfg.MaxConns = opts.MaxConns
@@ -69,28 +103,15 @@ func Open(ctx context.Context, url string, opts Options) (*Store, error) {
 			cfg.MaxConns = 16
 		}
 	}
+	if _, ok := cfg.ConnConfig.RuntimeParams["application_name"]; !ok && opts.ApplicationName != "" {
+		cfg.ConnConfig.RuntimeParams["application_name"] = opts.ApplicationName
+	}
+	where := describe(cfg.ConnConfig)
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
-		return nil, fmt.Errorf("open metadata database: %w", err)
+		return nil, "", fmt.Errorf("open metadata database %s: %w", where, err)
 	}
-	s := &Store{pool: pool}
-	where := describe(cfg.ConnConfig)
-	if opts.NoMigrate {
-		cur, err := s.SchemaVersion(ctx)
-		if err == nil && cur != len(migrations) {
-			err = fmt.Errorf("schema version %d, this silo needs %d: run silo migrate", cur, len(migrations))
-		}
-		if err != nil {
-			pool.Close()
-			return nil, fmt.Errorf("open metadata database %s: %w", where, err)
-		}
-		return s, nil
-	}
-	if _, _, err := s.Migrate(ctx); err != nil {
-		pool.Close()
-		return nil, fmt.Errorf("open metadata database %s: %w", where, err)
-	}
-	return s, nil
+	return &Store{pool: pool}, where, nil
 }
 
 // describe names the database for messages, without credentials.
