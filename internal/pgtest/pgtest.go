@@ -88,6 +88,26 @@ func New(t testing.TB) string {
 	if err != nil {
 		t.Fatalf("start PostgreSQL: %v", err)
 	}
+	return c.NewDatabase(t)
+}
+
+// StartT starts a cluster of t's own, stopped when t ends (for a test
+// that cannot share the package's cluster, or a package without TestMain).
+func StartT(t testing.TB, opts Options) *Cluster {
+	t.Helper()
+	Require(t)
+	c, err := Start(opts)
+	if err != nil {
+		t.Fatalf("start PostgreSQL: %v", err)
+	}
+	t.Cleanup(c.Stop)
+	return c
+}
+
+// NewDatabase creates a new, empty database in c and returns its URL. It
+// is dropped when t ends.
+func (c *Cluster) NewDatabase(t testing.TB) string {
+	t.Helper()
 	name := fmt.Sprintf("t%d_%d", os.Getpid(), dbSeq.Add(1))
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()

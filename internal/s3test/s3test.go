@@ -121,6 +121,25 @@ func New(t testing.TB) *Bucket {
 	if err != nil {
 		t.Fatalf("start the S3 server: %v", err)
 	}
+	return srv.NewBucket(t)
+}
+
+// StartT starts a server of t's own, stopped when t ends (for a package
+// without TestMain).
+func StartT(t testing.TB) *Server {
+	t.Helper()
+	Require(t)
+	s, err := Start()
+	if err != nil {
+		t.Fatalf("start the S3 server: %v", err)
+	}
+	t.Cleanup(s.Stop)
+	return s
+}
+
+// NewBucket creates a new, empty bucket on srv.
+func (srv *Server) NewBucket(t testing.TB) *Bucket {
+	t.Helper()
 	name := fmt.Sprintf("silo-test-%d-%d", os.Getpid(), bucketSeq.Add(1))
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
