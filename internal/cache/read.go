@@ -97,7 +97,7 @@ func (s *Server) serveBlob(w http.ResponseWriter, r *http.Request, key, contentT
 		hdr.Set("ETag", `"`+key+`"`)
 	}
 	defer cork(r)()
-	http.ServeContent(w, r, "", noModTime, f)
+	http.ServeContent(sendVia(w, f), r, "", noModTime, f)
 	return nil
 }
 

@@ -35,21 +35,9 @@ func (r *reader) Read(p []byte) (int, error) {
 		r.body = nil
 	}
 	if r.body == nil {
-		opts := minio.GetObjectOptions{}
-		if r.pos > 0 {
-			if err := opts.SetRange(r.pos, 0); err != nil {
-				return 0, err
-			}
-		}
-		// The object must be the one whose size was reported.
-		if err := opts.SetMatchETag(r.etag); err != nil {
+		if err := r.open(-1); err != nil {
 			return 0, err
 		}
-		body, _, _, err := r.s.core.GetObject(r.ctx, r.s.opts.Bucket, r.obj, opts)
-		if err != nil {
-			return 0, wrapErr("read", r.key, err)
-		}
-		r.body, r.bodyPos = body, r.pos
 	}
 	if max := r.size - r.pos; int64(len(p)) > max {
 		p = p[:max]
@@ -69,6 +57,66 @@ func (r *reader) Read(p []byte) (int, error) {
 		err = wrapErr("read", r.key, err)
 	}
 	return n, err
+}
+
+// open sends a GET from the current position to end (or to the end).
+func (r *reader) open(end int64) error {
+	if g := r.s.raw; g != nil {
+		body, _, _, err := g.get(r.ctx, r.key, r.obj, r.pos, end, r.etag)
+		if err != nil {
+			return err
+		}
+		r.body, r.bodyPos = body, r.pos
+		return nil
+	}
+	opts := minio.GetObjectOptions{}
+	if r.pos > 0 || end >= 0 {
+		if err := opts.SetRange(r.pos, max(end, 0)); err != nil {
+			return err
+		}
+	}
+	// The object must be the one whose size was reported.
+	if err := opts.SetMatchETag(r.etag); err != nil {
+		return err
+	}
+	body, _, _, err := r.s.core.GetObject(r.ctx, r.s.opts.Bucket, r.obj, opts)
+	if err != nil {
+		return wrapErr("read", r.key, err)
+	}
+	r.body, r.bodyPos = body, r.pos
+	return nil
+}
+
+// SendTo writes the next n bytes to w. With a plain-HTTP S3 server they
+// go from its socket to w's without a copy through user space, when w is
+// an HTTP response on a TCP connection (the cache server's NAR downloads).
+func (r *reader) SendTo(w io.Writer, n int64) (int64, error) {
+	n = min(n, r.size-r.pos)
+	raw, ok := r.body.(*rawBody)
+	if r.s.raw == nil || n <= 0 {
+		return io.CopyN(w, r, n)
+	}
+	if !ok || r.bodyPos != r.pos {
+		if r.body != nil {
+			r.body.Close()
+			r.body = nil
+		}
+		// Exactly the bytes wanted, so that the connection is reusable after.
+		if err := r.open(r.pos + n - 1); err != nil {
+			return 0, err
+		}
+		raw = r.body.(*rawBody)
+	}
+	m, err := raw.sendTo(w, n)
+	r.pos += m
+	r.bodyPos += m
+	if raw.c == nil {
+		r.body = nil
+	}
+	if err != nil {
+		err = wrapErr("send", r.key, err)
+	}
+	return m, err
 }
 
 func (r *reader) Seek(offset int64, whence int) (int64, error) {

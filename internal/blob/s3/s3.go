@@ -87,6 +87,7 @@ type Store struct {
 	opts    Options
 	core    *minio.Core
 	presign *minio.Client // for PublicEndpoint; nil without redirects
+	raw     *rawGetter    // GETs with spliced bodies; nil for TLS or DNS lookups
 }
 
 // uploadsDir is where multipart uploads assemble: a key ValidKey rejects.
@@ -249,6 +250,7 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 		return nil, fmt.Errorf("open S3 blob store: %w", err)
 	}
 	s := &Store{opts: o, core: &minio.Core{Client: client}}
+	s.raw = newRawGetter(s)
 	if o.RedirectTTL > 0 {
 		pub := o.PublicEndpoint
 		if pub == "" {
@@ -302,6 +304,13 @@ func (s *Store) Open(ctx context.Context, key string) (io.ReadSeekCloser, error)
 	obj, err := s.object(key)
 	if err != nil {
 		return nil, err
+	}
+	if s.raw != nil {
+		body, size, etag, err := s.raw.get(ctx, key, obj, 0, -1, "")
+		if err != nil {
+			return nil, err
+		}
+		return &reader{s: s, ctx: ctx, key: key, obj: obj, size: size, etag: etag, body: body}, nil
 	}
 	body, info, _, err := s.core.GetObject(ctx, s.opts.Bucket, obj, minio.GetObjectOptions{})
 	if err != nil {

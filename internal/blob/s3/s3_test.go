@@ -190,12 +190,12 @@ func TestSweepAbandoned(t *testing.T) {
 			if n, err := s.Sweep(ctx, time.Hour); err != nil || n != 0 {
 				t.Fatalf("Sweep of a recent upload = %d, %v; want it kept", n, err)
 			}
-			time.Sleep(1100 * time.Millisecond) // S3 times have second resolution
+			time.Sleep(2100 * time.Millisecond) // S3 times have second resolution
 			live, _ := s.Create(ctx)
 			defer live.Abort()
 			live.Write(random(2*minPartSize + 1))
 			live.(*writer).wait()
-			n, err := s.Sweep(ctx, time.Second)
+			n, err := s.Sweep(ctx, 2*time.Second)
 			if err != nil || n != 1 {
 				t.Fatalf("Sweep = %d, %v; want the abandoned upload aborted", n, err)
 			}

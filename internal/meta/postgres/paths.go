@@ -54,34 +54,46 @@ func (s *Store) AddUpload(ctx context.Context, u meta.Upload, n meta.NAR) (meta.
 	return stored, inserted, nil
 }
 
+// addUpload sends AddUpload's statements in one pipeline, which
+// PostgreSQL runs as one implicit transaction: one round trip.
 func (s *Store) addUpload(ctx context.Context, u meta.Upload, n meta.NAR) (stored meta.NAR, inserted bool, err error) {
-	err = s.tx(ctx, func(tx pgx.Tx) error {
-		tag, err := tx.Exec(ctx, `INSERT INTO nars (`+narCols+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (nar_hash) DO NOTHING`,
-			n.NarHash, n.NarSize, n.BlobKey, n.Compression, n.FileHash, n.FileSize, n.ListingKey, nanos(n.Created))
-		if err != nil {
-			return err
+	b := &pgx.Batch{}
+	// Claim the NAR's files back from their tombstones, or fail if they
+	// are gone. (If the NAR is stored already its files are in use, so
+	// this changes nothing.)
+	b.Queue(`SELECT silo_revive($1)`, []string{n.BlobKey, n.ListingKey})
+	b.Queue(`INSERT INTO nars (`+narCols+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (nar_hash) DO NOTHING`,
+		n.NarHash, n.NarSize, n.BlobKey, n.Compression, n.FileHash, n.FileSize, n.ListingKey, nanos(n.Created))
+	b.Queue(`SELECT `+narCols+` FROM nars WHERE nar_hash = $1`, n.NarHash)
+	b.Queue(`INSERT INTO uploads (cache_id, url, file_hash, file_size, nar_hash, nar_size, created)
+		VALUES ($1, $2, $3, $4, $5, $6, $7)
+		ON CONFLICT (cache_id, url) DO UPDATE SET file_hash = excluded.file_hash, file_size = excluded.file_size,
+			nar_hash = excluded.nar_hash, nar_size = excluded.nar_size, created = excluded.created`,
+		u.CacheID, u.URL, u.FileHash, u.FileSize, u.NarHash, u.NarSize, nanos(u.Created))
+	br := s.pool.SendBatch(ctx, b)
+	defer func() {
+		if cerr := br.Close(); err == nil && cerr != nil {
+			err = cerr
 		}
-		inserted = tag.RowsAffected() == 1
-		if inserted {
-			// The row is new, so nothing kept its files from the collector:
-			// claim them back from their tombstones, or fail if they are gone.
-			if err := reviveBlobs(ctx, tx, n.BlobKey, n.ListingKey); err != nil {
-				return err
-			}
+		switch {
+		case pgCode(err) == "SI001":
+			err = fmt.Errorf("NAR %s: %w", n.NarHash, ErrBlobGone)
+		case constraint(err) == "uploads_cache_id_fkey":
+			err = fmt.Errorf("cache %d: %w", u.CacheID, meta.ErrNotFound)
 		}
-		if stored, err = scanNAR(tx.QueryRow(ctx, `SELECT `+narCols+` FROM nars WHERE nar_hash = $1`, n.NarHash)); err != nil {
-			return err
-		}
-		_, err = tx.Exec(ctx, `INSERT INTO uploads (cache_id, url, file_hash, file_size, nar_hash, nar_size, created)
-			VALUES ($1, $2, $3, $4, $5, $6, $7)
-			ON CONFLICT (cache_id, url) DO UPDATE SET file_hash = excluded.file_hash, file_size = excluded.file_size,
-				nar_hash = excluded.nar_hash, nar_size = excluded.nar_size, created = excluded.created`,
-			u.CacheID, u.URL, u.FileHash, u.FileSize, u.NarHash, u.NarSize, nanos(u.Created))
-		if constraint(err) == "uploads_cache_id_fkey" {
-			return fmt.Errorf("cache %d: %w", u.CacheID, meta.ErrNotFound)
-		}
-		return err
-	})
+	}()
+	if _, err = br.Exec(); err != nil {
+		return stored, false, err
+	}
+	tag, err := br.Exec()
+	if err != nil {
+		return stored, false, err
+	}
+	inserted = tag.RowsAffected() == 1
+	if stored, err = scanNAR(br.QueryRow()); err != nil {
+		return stored, false, err
+	}
+	_, err = br.Exec()
 	return stored, inserted, err
 }
 

@@ -41,9 +41,10 @@ var _ meta.Store = (*Store)(nil)
 type Store struct {
 	pool *pgxpool.Pool
 
-	versionMu sync.Mutex
-	snapshot  string // the last pg_current_snapshot() seen
-	version   int64
+	versionMu   sync.Mutex
+	versionConn *pgxpool.Conn // kept for Version's queries; nil until needed
+	snapshot    string        // the last pg_current_snapshot() seen
+	version     int64
 }
 
 // Options configure Open. Zero values mean the documented defaults.
@@ -121,6 +122,12 @@ func describe(c *pgx.ConnConfig) string {
 
 // Close closes the connection pool.
 func (s *Store) Close() error {
+	s.versionMu.Lock()
+	if s.versionConn != nil {
+		s.versionConn.Release()
+		s.versionConn = nil
+	}
+	s.versionMu.Unlock()
 	s.pool.Close()
 	return nil
 }
@@ -180,19 +187,41 @@ func LatestSchema() int { return len(migrations) }
 
 // Version returns a number that changes whenever a transaction has
 // committed in the cluster since the last call. It costs one round trip
-// and no table access.
+// (a simple-protocol query on a connection kept for it) and no table
+// access.
 func (s *Store) Version(ctx context.Context) (int64, error) {
-	var snap string
-	if err := s.pool.QueryRow(ctx, `SELECT pg_current_snapshot()::text`).Scan(&snap); err != nil {
-		return 0, fmt.Errorf("read data version: %w", err)
-	}
 	s.versionMu.Lock()
 	defer s.versionMu.Unlock()
+	snap, err := s.currentSnapshot(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("read data version: %w", err)
+	}
 	if snap != s.snapshot {
 		s.snapshot = snap
 		s.version++
 	}
 	return s.version, nil
+}
+
+func (s *Store) currentSnapshot(ctx context.Context) (string, error) {
+	if s.versionConn == nil {
+		c, err := s.pool.Acquire(ctx)
+		if err != nil {
+			return "", err
+		}
+		s.versionConn = c
+	}
+	res, err := s.versionConn.Conn().PgConn().Exec(ctx, `SELECT pg_current_snapshot()`).ReadAll()
+	if err == nil && (len(res) != 1 || len(res[0].Rows) != 1 || len(res[0].Rows[0]) != 1) {
+		err = errors.New("unexpected answer to SELECT pg_current_snapshot()")
+	}
+	if err != nil {
+		// Give the connection back; the pool drops it if it is broken.
+		s.versionConn.Release()
+		s.versionConn = nil
+		return "", err
+	}
+	return string(res[0].Rows[0][0]), nil
 }
 
 // Ping checks that the database answers.

@@ -92,6 +92,18 @@ CREATE TABLE blob_tombstones (
 	reaped TIMESTAMPTZ
 );
 CREATE INDEX blob_tombstones_buried ON blob_tombstones (buried) WHERE reaped IS NULL;
+-- silo_revive(keys) cancels the deletion of blobs that a NAR record being
+-- written refers to, waiting for a reap in progress (row locks), and fails
+-- with SQLSTATE SI001 if one was deleted already.
+CREATE FUNCTION silo_revive(keys TEXT[]) RETURNS VOID LANGUAGE plpgsql AS $$
+BEGIN
+	PERFORM 1 FROM blob_tombstones WHERE key = ANY(keys) AND reaped IS NOT NULL FOR UPDATE;
+	IF FOUND THEN
+		RAISE EXCEPTION USING ERRCODE = 'SI001', MESSAGE = 'blob deleted by the garbage collector';
+	END IF;
+	DELETE FROM blob_tombstones WHERE key = ANY(keys);
+END
+$$;
 -- S3 multipart uploads in progress, recorded when started and touched at
 -- every part, so that those of a crashed replica are aborted.
 CREATE TABLE multipart_uploads (
