@@ -162,6 +162,53 @@ func TestReplicas(t *testing.T) {
 		}
 	})
 
+	t.Run("RangesAndMissingBlobs", func(t *testing.T) {
+		ctx := context.Background()
+		get := func(url, rng string) (int, []byte) {
+			req, _ := http.NewRequest("GET", url, nil)
+			if rng != "" {
+				req.Header.Set("Range", rng)
+			}
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			body, err := io.ReadAll(resp.Body)
+			if err != nil {
+				t.Fatalf("GET %s: the body broke off: %v", url, err)
+			}
+			return resp.StatusCode, body
+		}
+		_, info := get(b.url+"/main/"+filepath.Base(top)[:32]+".narinfo", "")
+		var key string
+		for _, line := range strings.Split(string(info), "\n") {
+			if v, ok := strings.CutPrefix(line, "URL: "); ok {
+				key = v
+			}
+		}
+		st, full := get(b.url+"/main/"+key, "")
+		if st != 200 || len(full) < 1000 {
+			t.Fatalf("NAR %s: %d, %d bytes", key, st, len(full))
+		}
+		if st, part := get(b.url+"/main/"+key, "bytes=100-899"); st != 206 || !bytes.Equal(part, full[100:900]) {
+			t.Errorf("a range of the NAR from S3: %d, %d bytes; want 206 and bytes 100-899", st, len(part))
+		}
+		// A blob gone from the bucket is a 404 before any byte, never a
+		// 200 that ends early.
+		if err := s.bucket.Client().RemoveObject(ctx, s.bucket.Name, key, minio.RemoveObjectOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		for _, method := range []string{"GET", "HEAD"} {
+			if st := status(t, method, c.url+"/main/"+key, "", nil); st != 404 {
+				t.Errorf("%s of a NAR missing from the bucket: %d, want 404", method, st)
+			}
+		}
+		if _, err := s.bucket.Client().PutObject(ctx, s.bucket.Name, key, bytes.NewReader(full), int64(len(full)), minio.PutObjectOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	})
+
 	t.Run("RevokedAtOnceEverywhere", func(t *testing.T) {
 		s.silo("cache", "create", "priv")
 		n.Run("nix", append([]string{"copy", "--to", a.url + "/priv?compression=zstd", top}, auth...)...)

@@ -5,8 +5,10 @@ import (
 	"context"
 	"crypto/rand"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -399,3 +401,57 @@ func TestOpenChecksCredentials(t *testing.T) {
 
 func minioPut() minio.PutObjectOptions    { return minio.PutObjectOptions{} }
 func minioList() minio.ListObjectsOptions { return minio.ListObjectsOptions{Recursive: true} }
+
+// SendTo sends ranges of a blob from the S3 server's connection into an
+// HTTP response (spliced), and into any writer; connections are reused.
+func TestSendTo(t *testing.T) {
+	s := openBucket(t, s3test.New(t), nil)
+	if s.raw == nil {
+		t.Fatal("no raw GETs for a plain-HTTP endpoint")
+	}
+	data := random(3<<20 + 17)
+	w, _ := s.Create(ctx)
+	w.Write(data)
+	if err := w.Commit(ctx, "nar/send"); err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, req *http.Request) {
+		var off, n int64
+		fmt.Sscanf(req.URL.Query().Get("r"), "%d-%d", &off, &n)
+		f, err := s.Open(req.Context(), "nar/send")
+		if err != nil {
+			http.Error(rw, err.Error(), 500)
+			return
+		}
+		defer f.Close()
+		f.Seek(off, io.SeekStart)
+		rw.Header().Set("Content-Length", fmt.Sprint(n))
+		rw.WriteHeader(200)
+		f.(*reader).SendTo(rw, n)
+	}))
+	defer srv.Close()
+	for _, rg := range [][2]int64{{0, int64(len(data))}, {100, 5000}, {1 << 20, 2 << 20}, {int64(len(data)) - 1, 1}} {
+		resp, err := http.Get(fmt.Sprintf("%s/?r=%d-%d", srv.URL, rg[0], rg[1]))
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil || !bytes.Equal(got, data[rg[0]:rg[0]+rg[1]]) {
+			t.Errorf("range %v through an HTTP response: %d bytes (%v), want %d matching", rg, len(got), err, rg[1])
+		}
+	}
+	var buf bytes.Buffer
+	f, _ := s.Open(ctx, "nar/send")
+	f.Seek(10, io.SeekStart)
+	if n, err := f.(*reader).SendTo(&buf, 1000); err != nil || n != 1000 || !bytes.Equal(buf.Bytes(), data[10:1010]) {
+		t.Errorf("SendTo a buffer: %d, %v", n, err)
+	}
+	f.Close()
+	s.raw.mu.Lock()
+	idle := len(s.raw.idle)
+	s.raw.mu.Unlock()
+	if idle == 0 {
+		t.Errorf("no connection kept for reuse after whole bodies were sent")
+	}
+}
