@@ -15,6 +15,7 @@ import (
 	"github.com/silo-cache/silo/internal/nar"
 	"github.com/silo-cache/silo/internal/nix32"
 	"github.com/silo-cache/silo/internal/nixtest"
+	"github.com/silo-cache/silo/internal/pgtest"
 )
 
 // synthPath is a store path made up for a test, uploaded as Nix uploads.
@@ -151,5 +152,37 @@ func TestMigrateData(t *testing.T) {
 	upload(t, r.url+"/main", push, synthPaths(t, 3, "after"))
 	if out := migrate(); !strings.Contains(out, "NARs    0 recorded, 320 there already") {
 		t.Errorf("a third move did something:\n%s", out)
+	}
+}
+
+// silo migrate brings a PostgreSQL schema up to date and says so; it
+// refuses SQLite and URLs with passwords.
+func TestMigrateCommand(t *testing.T) {
+	db := pgtest.StartT(t, pgtest.Options{}).NewDatabase(t)
+	var out, errOut bytes.Buffer
+	env := &Env{Stdout: &out, Stderr: &errOut, Getenv: func(string) string { return "" }}
+	if code := Main(t.Context(), []string{"migrate", "--db", db}, env); code != 0 {
+		t.Fatalf("silo migrate: exit %d: %s", code, errOut.String())
+	}
+	if !strings.Contains(out.String(), "from schema version 0 to") {
+		t.Errorf("first migrate said %q", out.String())
+	}
+	out.Reset()
+	if code := Main(t.Context(), []string{"migrate", "--db", db}, env); code != 0 || !strings.Contains(out.String(), "already") {
+		t.Errorf("second migrate: exit %d, said %q", code, out.String())
+	}
+	for _, args := range [][]string{
+		{"migrate"},
+		{"migrate", "--db", "postgres://silo:hunter2@db/silo"},
+		{"cache", "list", "--db", "postgres://silo@db/silo?password=hunter2"},
+		{"cache", "list", "--db", "mysql://db/silo"},
+	} {
+		errOut.Reset()
+		if code := Main(t.Context(), args, env); code != 2 {
+			t.Errorf("silo %v: exit %d, want 2 (usage)", args, code)
+		}
+		if strings.Contains(errOut.String(), "hunter2") {
+			t.Errorf("silo %v: the error shows the password: %s", args, errOut.String())
+		}
 	}
 }

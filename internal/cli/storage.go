@@ -56,9 +56,19 @@ func checkDBURL(raw string) error {
 		return fmt.Errorf("--db: %v", err)
 	}
 	if _, ok := u.User.Password(); ok || u.Query().Has("password") {
-		return fmt.Errorf("--db %s: the URL carries a password, which ps and logs would show; put it in a password file (PGPASSFILE, ~/.pgpass, or ?passfile=FILE)", u.Redacted())
+		return fmt.Errorf("--db %s: the URL carries a password, which ps and logs would show; put it in a password file (PGPASSFILE, ~/.pgpass, or ?passfile=FILE)", redactDB(u))
 	}
 	return nil
+}
+
+// redactDB shows a database URL without its password.
+func redactDB(u *url.URL) string {
+	c := *u
+	if q := c.Query(); q.Has("password") {
+		q.Set("password", "xxxxx")
+		c.RawQuery = q.Encode()
+	}
+	return c.Redacted()
 }
 
 // describeDB names the metadata store for messages.
@@ -71,7 +81,7 @@ func describeDB(f *serveFlags) string {
 	if err != nil {
 		return "the --db database"
 	}
-	return u.Redacted()
+	return redactDB(u)
 }
 
 // openMeta opens the metadata store the flags name, migrating its schema.
