@@ -16,8 +16,9 @@
 #      against the same objects read from the S3 server directly (presigned
 #      URLs), 16 connections. Nothing is pinned: the S3 server, silo and the
 #      client share both CPUs. Target: >= 0.8x direct.
-#   4. Push: silo push of the closure into a fresh cache on each server,
-#      best of $PUSH_RUNS alternating runs. Target: S3 replica <= 1.2x disk.
+#   4. Push: silo push of the closure into fresh storage each time (a new
+#      embedded server; a replica on a new database and bucket), best of
+#      $PUSH_RUNS alternating runs. Target: S3 replica <= 1.2x disk.
 #   5. Memory: the replica restarted, then $BIG uploads and $BIG downloads of
 #      $BIG_MB MiB NARs at once; its peak RSS (VmHWM). Target: < 150 MiB.
 #      Needs about $BIG x $BIG_MB MiB of free disk for the S3 server for a
@@ -87,8 +88,10 @@ db="postgres:///silo?host=$work/pg&user=silo"
 
 s3_port=$((20000 + RANDOM % 10000))
 export AWS_ACCESS_KEY_ID=bench$RANDOM AWS_SECRET_ACCESS_KEY=$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')
+# setpriv execs versitygw, so $! is its pid.
 ROOT_ACCESS_KEY=$AWS_ACCESS_KEY_ID ROOT_SECRET_KEY=$AWS_SECRET_ACCESS_KEY \
-  as_nobody "$versitygw" --port "127.0.0.1:$s3_port" --keep-alive --quiet posix "$work/s3" >"$work/s3.log" 2>&1 &
+  setpriv --reuid=65534 --regid=65534 --clear-groups --pdeathsig SIGTERM -- \
+  "$versitygw" --port "127.0.0.1:$s3_port" --keep-alive --quiet posix "$work/s3" >"$work/s3.log" 2>&1 &
 s3_pid=$!
 pids+=($s3_pid)
 s3=http://127.0.0.1:$s3_port
@@ -135,7 +138,7 @@ a=http://127.0.0.1:$port_a
 echo "scale.sh: pushing ${#closure[@]} paths ($((total >> 20)) MiB of NARs) to the embedded server..." >&2
 nix copy --to "$a/bench?compression=zstd" --option netrc-file "$work/netrc" "$root"
 t0=$(date +%s.%N)
-"$silo" migrate-data --from "$data" --to "$db" --blobs "$blobs" > "$work/move.log" 2>&1
+"$silo" migrate-data --from "$data" --to "$db" --blobs "$blobs" > "$work/move.log" 2>&1 || { cat "$work/move.log" >&2; exit 1; }
 t1=$(date +%s.%N)
 move_s=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", b - a }')
 start_serve "$port_b" --db "$db" --blobs "$blobs"; pid_b=$serve_pid
@@ -152,7 +155,8 @@ for p in "${closure[@]}"; do
 done
 "$work/s3tool" presign "$s3" silo < "$work/keys" > "$work/s3-nars"
 # The same bytes both ways.
-paste -d ' ' "$work/b-nars" "$work/s3-nars" | head -20 | while read -r x y; do
+paste -d ' ' "$work/b-nars" "$work/s3-nars" > "$work/pairs"
+head -20 "$work/pairs" | while read -r x y; do
   cmp -s <(curl -sf "$x") <(curl -sf "$y") || { echo "scale.sh: $x differs from the object in S3" >&2; exit 1; }
 done
 
@@ -168,8 +172,14 @@ run() { # run <load args...> -- <server pids...>: one load run; prints the load'
   echo "$out $(awk -v a="$t0" -v b="$t1" -v hz="$hz" -v s="$secs" 'BEGIN { printf "server_cpu=%.0f%%", 100 * (b - a) / hz / s }')" | tee -a "$work/results" >&2
 }
 field() { tail -1 "$work/results" | tr ' ' '\n' | sed -n "s/^$1=//p"; }
+xacts() { psql -Atq -h "$work/pg" -U silo -d postgres -c "SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = 'silo'"; }
 maxof() { awk -v a="$1" -v b="$2" 'BEGIN { print (a > b) ? a : b }'; }
 summary=()
+
+if [ -n "${HOLD:-}" ]; then # debugging: keep the servers up for $HOLD seconds
+  echo "scale.sh: holding: embedded $a, replica $b, S3 $s3, db $db, work $work" >&2
+  sleep "$HOLD"
+fi
 
 # --- narinfo rate: SQLite vs PostgreSQL, server side on one CPU
 loadcmd=(taskset -c "$LOAD_CPU")
@@ -179,9 +189,11 @@ for c in 1 16; do
     run -c "$c" -urls "$work/a-narinfos" -content-type text/x-nix-narinfo -label "sqlite-narinfo-c$c" -- "$pid_a"
     best_a=$(maxof "$best_a" "$(field req_per_s)")
     pg_all="$pg_pid $(pgrep -P "$pg_pid" | tr '\n' ' ')" # the postmaster and its backends
+    x0=$(xacts)
     # shellcheck disable=SC2086
     run -c "$c" -urls "$work/b-narinfos" -content-type text/x-nix-narinfo -label "postgres-narinfo-c$c" -- "$pid_b" $pg_all
     best_b=$(maxof "$best_b" "$(field req_per_s)")
+    awk -v a="$x0" -v b="$(xacts)" -v n="$(field requests)" 'BEGIN { printf "  (PostgreSQL queries per narinfo request: %.2f)\n", (b - a) / n }' | tee -a "$work/results" >&2
   done
   summary+=("$(awk -v c="$c" -v s="$best_b" -v n="$best_a" 'BEGIN { printf "narinfo rate, %2d conn:     PostgreSQL %7.0f/s,     SQLite %7.0f/s,     ratio %.2f (target >= 0.5)", c, s, n, s / n }')")
 done
@@ -200,21 +212,32 @@ for ((r = 0; r < RUNS; r++)); do
 done
 summary+=("$(awk -v s="$best_b" -v n="$best_s3" 'BEGIN { printf "NAR throughput, 16 conn:  through the replica %6.0f MiB/s, S3 directly %6.0f MiB/s, ratio %.2f (target >= 0.8)", s, n, s / n }')")
 
-# --- push: silo push to the S3 replica vs the embedded (disk) server
+# --- push: silo push into fresh storage: a new embedded server (disk) vs a new
+# replica on a new database and bucket, so that every NAR is really stored
 seconds() { local t0 t1; t0=$(date +%s%N); "$@" >>"$work/push.log" 2>&1; t1=$(date +%s%N); echo "scale=3; ($t1 - $t0) / 1000000000" | bc; }
 best_disk=; best_s3push=
+port_p=$((s3_port + 3))
 for ((r = 0; r < PUSH_RUNS; r++)); do
   for side in disk s3; do
-    if [ $side = disk ]; then url=$a; adm=(--data-dir "$data"); else url=$b; adm=(--db "$db" --blobs "$blobs"); fi
-    "$silo" cache create "push-$side-$r" --public "${adm[@]}" >/dev/null
-    "$silo" login "push-$side-$r" "$url/push-$side-$r" "$token" 2>/dev/null
+    if [ $side = disk ]; then
+      adm=(--data-dir "$work/push-$r")
+    else
+      psql -q -h "$work/pg" -U silo -d postgres -c "CREATE DATABASE push_$r"
+      "$work/s3tool" mkbucket "$s3" "push-$r"
+      adm=(--db "postgres:///push_$r?host=$work/pg&user=silo" --blobs "s3://push-$r?endpoint=$s3&region=us-east-1")
+    fi
+    "$silo" cache create push --public "${adm[@]}" >/dev/null
+    ptok=$("$silo" token create --cache push --push "${adm[@]}" 2>/dev/null)
+    start_serve "$port_p" "${adm[@]}"
+    "$silo" login "push-$side-$r" "http://127.0.0.1:$port_p/push" "$ptok" 2>/dev/null
     t=$(seconds "$silo" push --to "push-$side-$r" --jobs 8 "$root")
-    echo "run $r: silo push to the $side server: $t s" | tee -a "$work/results" >&2
+    kill "$serve_pid"; wait "$serve_pid" 2>/dev/null || true
+    echo "run $r: silo push of the closure into fresh $side storage: $t s" | tee -a "$work/results" >&2
     if [ $side = disk ]; then best_disk=$(echo "$t" "$best_disk" | awk '{ print ($2 == "" || $1 < $2) ? $1 : $2 }')
     else best_s3push=$(echo "$t" "$best_s3push" | awk '{ print ($2 == "" || $1 < $2) ? $1 : $2 }'); fi
   done
 done
-summary+=("$(awk -v s="$best_s3push" -v d="$best_disk" 'BEGIN { printf "silo push of %s paths:  to the S3 replica %.2f s, to the disk server %.2f s, ratio %.2f (target <= 1.2)", "'"${#closure[@]}"'", s, d, s / d }')")
+summary+=("$(awk -v s="$best_s3push" -v d="$best_disk" 'BEGIN { printf "silo push of %s paths:  to an S3 replica %.2f s, to a disk server %.2f s, ratio %.2f (target <= 1.2)", "'"${#closure[@]}"'", s, d, s / d }')")
 
 # --- memory: BIG uploads and BIG downloads of BIG_MB MiB at once
 if ((BIG > 0)); then
