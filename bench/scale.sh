@@ -14,8 +14,10 @@
 #      $LOAD_CPU. Target: PostgreSQL >= 0.5x SQLite.
 #   3. NAR throughput: every NAR through the replica (streamed from S3)
 #      against the same objects read from the S3 server directly (presigned
-#      URLs), 16 connections. Nothing is pinned: the S3 server, silo and the
-#      client share both CPUs. Target: >= 0.8x direct.
+#      URLs), 16 connections, in two layouts: "S3 apart" gives the S3 server
+#      CPU $SERVER_CPU to itself (as on a machine of its own) and the client,
+#      plus silo when it is in the path, CPU $LOAD_CPU; "unpinned" lets all
+#      of them share both CPUs. Target: >= 0.8x direct.
 #   4. Push: silo push of the closure into fresh storage each time (a new
 #      embedded server; a replica on a new database and bucket), best of
 #      $PUSH_RUNS alternating runs. Target: S3 replica <= 1.2x disk.
@@ -198,19 +200,27 @@ for c in 1 16; do
   summary+=("$(awk -v c="$c" -v s="$best_b" -v n="$best_a" 'BEGIN { printf "narinfo rate, %2d conn:     PostgreSQL %7.0f/s,     SQLite %7.0f/s,     ratio %.2f (target >= 0.5)", c, s, n, s / n }')")
 done
 
-# --- NAR throughput: through the replica from S3 vs straight from S3, nothing pinned
+# --- NAR throughput: through the replica from S3 vs straight from S3, in two
+# layouts: the S3 server alone on SERVER_CPU (as if on its own machine) with
+# the client, and silo when it is in the path, on LOAD_CPU; then nothing pinned.
+nar_round() { # nar_round LABEL: best of RUNS for both, appended to the summary
+  local best_s3=0 best_b=0
+  "$work/load" -c 16 -urls "$work/s3-nars" -label warm >/dev/null
+  "$work/load" -c 16 -urls "$work/b-nars" -label warm >/dev/null
+  for ((r = 0; r < RUNS; r++)); do
+    run -c 16 -urls "$work/s3-nars" -label "s3-direct-nar-c16-$1" -- "$s3_pid"
+    best_s3=$(maxof "$best_s3" "$(field MiB_per_s)")
+    run -c 16 -urls "$work/b-nars" -content-type application/x-nix-nar -label "replica-nar-c16-$1" -- "$pid_b" "$s3_pid"
+    best_b=$(maxof "$best_b" "$(field MiB_per_s)")
+  done
+  summary+=("$(awk -v s="$best_b" -v n="$best_s3" -v l="$1" 'BEGIN { printf "NAR throughput, 16 conn, %-9s through the replica %6.0f MiB/s, S3 directly %6.0f MiB/s, ratio %.2f (target >= 0.8)", l ":", s, n, s / n }')")
+}
+loadcmd=(taskset -c "$LOAD_CPU")
+taskset -pc "$LOAD_CPU" "$pid_b" >/dev/null; taskset -pc "$SERVER_CPU" "$s3_pid" >/dev/null
+nar_round "S3 apart"
 loadcmd=()
 taskset -pc 0-1 "$pid_b" >/dev/null; taskset -pc 0-1 "$s3_pid" >/dev/null
-"$work/load" -c 16 -urls "$work/s3-nars" -label warm >/dev/null
-"$work/load" -c 16 -urls "$work/b-nars" -label warm >/dev/null
-best_s3=0; best_b=0
-for ((r = 0; r < RUNS; r++)); do
-  run -c 16 -urls "$work/s3-nars" -label "s3-direct-nar-c16" -- "$s3_pid"
-  best_s3=$(maxof "$best_s3" "$(field MiB_per_s)")
-  run -c 16 -urls "$work/b-nars" -content-type application/x-nix-nar -label "replica-nar-c16" -- "$pid_b" "$s3_pid"
-  best_b=$(maxof "$best_b" "$(field MiB_per_s)")
-done
-summary+=("$(awk -v s="$best_b" -v n="$best_s3" 'BEGIN { printf "NAR throughput, 16 conn:  through the replica %6.0f MiB/s, S3 directly %6.0f MiB/s, ratio %.2f (target >= 0.8)", s, n, s / n }')")
+nar_round unpinned
 
 # --- push: silo push into fresh storage: a new embedded server (disk) vs a new
 # replica on a new database and bucket, so that every NAR is really stored
