@@ -99,8 +99,11 @@ token create (they work while the server runs). Also serves /metrics
 (Prometheus) and /healthz.
 
 Data lives in --data-dir (default ./silo-data): silo.db (SQLite) and blobs/.
-One server per data directory. SIGTERM lets in-flight requests finish for
---shutdown-timeout; uploads cut off then are discarded, never half-visible.`,
+One server per data directory. With --db postgres://... and --blobs
+s3://BUCKET?endpoint=...&region=..., any number of servers (replicas) share one
+database and bucket; the garbage collector runs on one of them at a time.
+SIGTERM lets in-flight requests finish for --shutdown-timeout; uploads cut off
+then are discarded, never half-visible.`,
 		Setup: func(fs *flag.FlagSet) func(context.Context, *Env, []string) error {
 			f := defineServeFlags(fs)
 			return func(ctx context.Context, env *Env, args []string) error {
