@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/minio/minio-go/v7/pkg/s3utils"
-	"github.com/minio/minio-go/v7/pkg/signer"
 	"github.com/silo-cache/silo/internal/blob"
 )
 
@@ -25,10 +24,12 @@ import (
 // servers on the local network); TLS and virtual-host buckets go through
 // minio-go.
 type rawGetter struct {
-	s    *Store
-	host string // host:port
-	mu   sync.Mutex
-	idle []*rawConn
+	s          *Store
+	host       string // host:port, to dial
+	hostHeader string // as in the endpoint URL
+	signer     *getSigner
+	mu         sync.Mutex
+	idle       []*rawConn
 }
 
 // rawConn is a keep-alive connection to the S3 server.
@@ -52,7 +53,7 @@ func newRawGetter(s *Store) *rawGetter {
 	if u.Port() == "" {
 		host += ":80"
 	}
-	return &rawGetter{s: s, host: host}
+	return &rawGetter{s: s, host: host, hostHeader: u.Host, signer: &getSigner{region: s.opts.Region}}
 }
 
 func (g *rawGetter) conn(ctx context.Context) (*rawConn, bool, error) {
@@ -88,10 +89,11 @@ func (g *rawGetter) put(c *rawConn) {
 
 // rawBody is the body of a GET, read from its connection.
 type rawBody struct {
-	g     *rawGetter
-	c     *rawConn
-	left  int64
-	close func() bool // stops watching the request's context
+	g       *rawGetter
+	c       *rawConn
+	left    int64
+	close   func() bool // stops watching the request's context
+	noReuse bool        // the server closes the connection after the body
 }
 
 // get sends a GET for bytes [from, to] of obj (to < 0: to the end), and
@@ -103,29 +105,28 @@ func (g *rawGetter) get(ctx context.Context, key, obj string, from, to int64, et
 	if err != nil {
 		return nil, 0, "", fmt.Errorf("read blob %s: credentials: %w", key, err)
 	}
-	u := &url.URL{Scheme: "http", Host: g.host, Path: "/" + s.opts.Bucket + "/" + obj,
-		RawPath: "/" + s.opts.Bucket + "/" + s3utils.EncodePath(obj)}
-	req := &http.Request{Method: "GET", URL: u, Host: g.host, Header: http.Header{}, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1}
+	path := "/" + s.opts.Bucket + "/" + s3utils.EncodePath(obj)
+	var req strings.Builder
+	req.WriteString("GET " + path + " HTTP/1.1\r\nHost: " + g.hostHeader + "\r\nUser-Agent: silo\r\n")
+	req.WriteString(g.signer.headers(g.hostHeader, path, v.AccessKeyID, v.SecretAccessKey, v.SessionToken, time.Now()))
 	if from > 0 || to >= 0 {
-		r := "bytes=" + strconv.FormatInt(from, 10) + "-"
+		req.WriteString("Range: bytes=" + strconv.FormatInt(from, 10) + "-")
 		if to >= 0 {
-			r += strconv.FormatInt(to, 10)
+			req.WriteString(strconv.FormatInt(to, 10))
 		}
-		req.Header.Set("Range", r)
+		req.WriteString("\r\n")
 	}
 	if etag != "" {
-		req.Header.Set("If-Match", `"`+etag+`"`)
+		req.WriteString("If-Match: \"" + etag + "\"\r\n")
 	}
-	req.Header.Set("X-Amz-Content-Sha256", emptySHA256)
-	req.Header.Set("User-Agent", "silo")
-	signed := signer.SignV4(*req, v.AccessKeyID, v.SecretAccessKey, v.SessionToken, s.opts.Region)
+	req.WriteString("\r\n")
 	for attempt := 0; ; attempt++ {
 		c, reused, err := g.conn(ctx)
 		if err != nil {
 			return nil, 0, "", wrapErr("read", key, err)
 		}
 		stop := context.AfterFunc(ctx, func() { c.nc.SetDeadline(time.Unix(1, 0)) })
-		resp, err := roundTrip(c, signed)
+		resp, err := roundTrip(c, req.String())
 		if err != nil {
 			stop()
 			c.nc.Close()
@@ -134,43 +135,101 @@ func (g *rawGetter) get(ctx context.Context, key, obj string, from, to int64, et
 			}
 			return nil, 0, "", fmt.Errorf("read blob %s: %w", key, err)
 		}
-		body := &rawBody{g: g, c: c, left: resp.ContentLength, close: stop}
-		switch resp.StatusCode {
+		body := &rawBody{g: g, c: c, left: resp.length, close: stop}
+		if resp.close {
+			body.noReuse = true
+		}
+		switch resp.status {
 		case http.StatusOK, http.StatusPartialContent:
 		case http.StatusNotFound:
 			body.Close()
 			return nil, 0, "", fmt.Errorf("open blob %s: %w", key, blob.ErrNotFound)
 		default:
-			msg, _ := io.ReadAll(io.LimitReader(body, 4096))
+			msg := ""
+			if resp.length >= 0 {
+				b, _ := io.ReadAll(io.LimitReader(body, 4096))
+				msg = strings.TrimSpace(string(b))
+			}
 			body.Close()
-			return nil, 0, "", fmt.Errorf("read blob %s: S3 answered %s: %s", key, resp.Status, strings.TrimSpace(string(msg)))
+			return nil, 0, "", fmt.Errorf("read blob %s: S3 answered %d: %s", key, resp.status, msg)
 		}
-		if resp.ContentLength < 0 {
+		if resp.length < 0 {
 			body.Close()
 			return nil, 0, "", fmt.Errorf("read blob %s: S3 answered without a Content-Length", key)
 		}
-		size := resp.ContentLength
-		if resp.StatusCode == http.StatusPartialContent {
-			cr := resp.Header.Get("Content-Range")
-			i := strings.LastIndexByte(cr, '/')
-			if i < 0 {
-				body.Close()
-				return nil, 0, "", fmt.Errorf("read blob %s: S3 answered Content-Range %q", key, cr)
+		size := resp.length
+		if resp.status == http.StatusPartialContent {
+			i := strings.LastIndexByte(resp.contentRange, '/')
+			if i >= 0 {
+				size, err = strconv.ParseInt(resp.contentRange[i+1:], 10, 64)
 			}
-			if size, err = strconv.ParseInt(cr[i+1:], 10, 64); err != nil {
+			if i < 0 || err != nil {
 				body.Close()
-				return nil, 0, "", fmt.Errorf("read blob %s: S3 answered Content-Range %q", key, cr)
+				return nil, 0, "", fmt.Errorf("read blob %s: S3 answered Content-Range %q", key, resp.contentRange)
 			}
 		}
-		return body, size, strings.Trim(resp.Header.Get("ETag"), `"`), nil
+		return body, size, strings.Trim(resp.etag, `"`), nil
 	}
 }
 
-func roundTrip(c *rawConn, req *http.Request) (*http.Response, error) {
-	if err := req.Write(c.nc); err != nil {
-		return nil, err
+// rawResponse is what get needs of a response's head.
+type rawResponse struct {
+	status             int
+	length             int64 // -1: none given
+	contentRange, etag string
+	close              bool
+}
+
+// roundTrip writes req and reads the response's head, leaving the
+// connection's reader at the body. Chunked bodies are refused: S3 sends
+// object bodies with a Content-Length.
+func roundTrip(c *rawConn, req string) (rawResponse, error) {
+	r := rawResponse{length: -1}
+	if _, err := io.WriteString(c.nc, req); err != nil {
+		return r, err
 	}
-	return http.ReadResponse(c.br, req)
+	line, err := c.br.ReadSlice('\n')
+	if err != nil {
+		return r, err
+	}
+	// "HTTP/1.1 200 OK"
+	if len(line) < 12 || !strings.HasPrefix(string(line[:5]), "HTTP/") {
+		return r, fmt.Errorf("malformed status line %q", line)
+	}
+	if r.status, err = strconv.Atoi(string(line[9:12])); err != nil {
+		return r, fmt.Errorf("malformed status line %q", line)
+	}
+	for {
+		line, err := c.br.ReadSlice('\n')
+		if err != nil {
+			return r, fmt.Errorf("response headers: %w", err)
+		}
+		h := strings.TrimRight(string(line), "\r\n")
+		if h == "" {
+			return r, nil
+		}
+		name, value, ok := strings.Cut(h, ":")
+		if !ok {
+			return r, fmt.Errorf("malformed header line %q", h)
+		}
+		value = strings.TrimSpace(value)
+		switch strings.ToLower(name) {
+		case "content-length":
+			if r.length, err = strconv.ParseInt(value, 10, 64); err != nil || r.length < 0 {
+				return r, fmt.Errorf("malformed Content-Length %q", value)
+			}
+		case "content-range":
+			r.contentRange = value
+		case "etag":
+			r.etag = value
+		case "connection":
+			r.close = strings.EqualFold(value, "close")
+		case "transfer-encoding":
+			if !strings.EqualFold(value, "identity") {
+				return r, fmt.Errorf("unsupported Transfer-Encoding %q", value)
+			}
+		}
+	}
 }
 
 // Read reads the body (through the connection's buffer).
@@ -236,7 +295,7 @@ func (b *rawBody) done() {
 	if b.c == nil {
 		return
 	}
-	if b.close() {
+	if b.close() && !b.noReuse {
 		b.g.put(b.c)
 	} else {
 		b.c.nc.Close() // the deadline was set: not reusable
