@@ -510,3 +510,27 @@ func BenchmarkRead(b *testing.B) {
 		r.Close()
 	}
 }
+
+// Stored objects carry no Content-Encoding: clients sent to them by a
+// presigned redirect (Nix) would try to decode it. (aws-chunked uploads
+// leave "aws-chunked" on the object with some servers, versitygw among
+// them.)
+func TestNoContentEncoding(t *testing.T) {
+	b := s3test.New(t)
+	s := openBucket(t, b, nil)
+	for _, size := range []int{0, 100, 2 << 20, 2*minPartSize + 5} {
+		key := fmt.Sprintf("nar/ce-%d", size)
+		w, _ := s.Create(ctx)
+		w.Write(random(size))
+		if err := w.Commit(ctx, key); err != nil {
+			t.Fatal(err)
+		}
+		info, err := b.Client().StatObject(ctx, b.Name, key, minio.StatObjectOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ce := info.Metadata.Get("Content-Encoding"); ce != "" {
+			t.Errorf("%d-byte blob stored with Content-Encoding %q", size, ce)
+		}
+	}
+}

@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"os"
 	"sort"
@@ -31,7 +33,7 @@ func (s *Store) Create(ctx context.Context) (blob.Writer, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	return &writer{s: s, ctx: ctx}, nil
+	return &writer{s: s, ctx: ctx, partHash: sha256.New()}, nil
 }
 
 type writer struct {
@@ -42,6 +44,11 @@ type writer struct {
 	fileN int64
 	spare *os.File // a spool file free for the next part
 	total int64
+	// partHash hashes what the spool file holds: its SHA-256 goes in the
+	// signed request, so that the payload is signed without aws-chunked
+	// streaming (whose Content-Encoding some servers keep on the object,
+	// where it would reach clients that follow a redirect).
+	partHash hash.Hash
 
 	// A multipart upload, once the blob outgrows one part.
 	tmp          string // its temporary object
@@ -91,6 +98,7 @@ func (w *writer) Write(p []byte) (int, error) {
 			}
 		}
 		n := int(min(int64(len(p)), w.partSize(w.partNum+1)-w.fileN))
+		w.partHash.Write(p[:n])
 		if _, err := w.file.Write(p[:n]); err != nil {
 			w.err = fmt.Errorf("write blob: spool: %w", err)
 			return written, w.err
@@ -109,6 +117,8 @@ func (w *writer) spill() error {
 	if err != nil {
 		return err
 	}
+	w.partHash.Reset()
+	w.partHash.Write(w.mem)
 	if _, err := f.Write(w.mem); err != nil {
 		w.err = fmt.Errorf("write blob: spool: %w", err)
 		return w.err
@@ -165,10 +175,13 @@ func (w *writer) sendPart() error {
 	}
 	w.partNum++
 	num, f, n := w.partNum, w.file, w.fileN
+	sum := hex.EncodeToString(w.partHash.Sum(nil))
+	w.partHash.Reset()
 	ch := make(chan partResult, 1)
 	w.inflight = ch
 	go func() {
-		p, err := s.core.PutObjectPart(w.ctx, s.opts.Bucket, w.tmp, w.uploadID, num, io.NewSectionReader(f, 0, n), n, minio.PutObjectPartOptions{})
+		p, err := s.core.PutObjectPart(w.ctx, s.opts.Bucket, w.tmp, w.uploadID, num, io.NewSectionReader(f, 0, n), n,
+			minio.PutObjectPartOptions{Sha256Hex: sum, DisableContentSha256: true})
 		if err == nil && s.opts.Journal != nil {
 			err = s.opts.Journal.MultipartTouched(w.ctx, w.uploadID)
 		}
@@ -232,16 +245,13 @@ func (w *writer) Commit(ctx context.Context, key string) (err error) {
 	if w.uploadID == "" {
 		var body io.Reader = bytes.NewReader(w.mem)
 		size := int64(len(w.mem))
+		sum := sha256.Sum256(w.mem)
+		sha := hex.EncodeToString(sum[:])
 		if w.file != nil {
 			body, size = io.NewSectionReader(w.file, 0, w.fileN), w.fileN
+			sha = hex.EncodeToString(w.partHash.Sum(nil))
 		}
-		sha, opts := "", minio.PutObjectOptions{}
-		if size == 0 {
-			// No body to stream-sign: an empty aws-chunked body confuses
-			// some servers (versitygw leaves it unread on the connection).
-			sha, opts.DisableContentSha256 = emptySHA256, true
-		}
-		if _, err := s.core.PutObject(ctx, s.opts.Bucket, obj, body, size, "", sha, opts); err != nil {
+		if _, err := s.core.PutObject(ctx, s.opts.Bucket, obj, body, size, "", sha, minio.PutObjectOptions{DisableContentSha256: true}); err != nil {
 			return wrapErr("commit", key, err)
 		}
 		w.finish()
