@@ -17,7 +17,12 @@
 //     catches what a crash left before it was recorded.
 //   - Open decides before returning whether the blob exists: a missing
 //     blob is ErrNotFound before any byte is served. Reads stream, with
-//     ranged GETs after a Seek.
+//     ranged GETs after a Seek. From a plain-HTTP server (one on the local
+//     network) GETs go over connections of the store's own (raw.go), and
+//     SendTo splices a body from that socket into the client's.
+//   - Payloads are signed by their SHA-256, computed while they are
+//     spooled, never sent aws-chunked: some servers keep that encoding on
+//     the object, and clients following a presigned redirect would see it.
 //   - Credentials come from the environment (AWS_ACCESS_KEY_ID,
 //     AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN) or a shared credentials
 //     file (AWS_SHARED_CREDENTIALS_FILE, AWS_PROFILE, or a file named by
