@@ -1,6 +1,7 @@
 package cache
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -52,15 +53,40 @@ func (s *Server) getNarInfo(w http.ResponseWriter, r *http.Request, c meta.Cache
 // one-element slice copies it.
 var narinfoType = []string{"text/x-nix-narinfo"}
 
+// redirector is a blob store that can send clients to fetch a blob
+// elsewhere (blob/s3 with presigned URLs); on reports whether it does.
+type redirector interface {
+	RedirectURL(ctx context.Context, key string) (url string, on bool, err error)
+}
+
+// blobError answers a blob that cannot be opened. A missing one is a 404
+// (decided before any byte is sent), so that Nix falls back to another
+// substituter instead of failing on a body that ends early.
+func blobError(key string, err error) error {
+	if errors.Is(err, blob.ErrNotFound) {
+		return &httpError{status: http.StatusNotFound, msg: key + " is missing from the server's storage",
+			err: fmt.Errorf("metadata refers to a missing blob: %w", err)}
+	}
+	return internal("open "+key, err)
+}
+
 // serveBlob serves a stored blob with Range support; for the disk store
-// the copy is a sendfile.
+// the copy is a sendfile. An immutable blob (a NAR) may instead be a
+// redirect to the blob store, if it offers that.
 func (s *Server) serveBlob(w http.ResponseWriter, r *http.Request, key, contentType string, immutable bool) error {
+	if rd, ok := s.blobs.(redirector); ok && immutable {
+		if url, on, err := rd.RedirectURL(r.Context(), key); on {
+			if err != nil {
+				return blobError(key, err)
+			}
+			w.Header().Set("Cache-Control", "private, no-store") // the URL expires
+			http.Redirect(w, r, url, http.StatusTemporaryRedirect)
+			return nil
+		}
+	}
 	f, err := s.blobs.Open(r.Context(), key)
 	if err != nil {
-		if errors.Is(err, blob.ErrNotFound) {
-			return internal("open "+key, fmt.Errorf("metadata refers to a missing blob: %w", err))
-		}
-		return internal("open "+key, err)
+		return blobError(key, err)
 	}
 	defer f.Close()
 	hdr := w.Header()
@@ -71,7 +97,7 @@ func (s *Server) serveBlob(w http.ResponseWriter, r *http.Request, key, contentT
 		hdr.Set("ETag", `"`+key+`"`)
 	}
 	defer cork(r)()
-	http.ServeContent(w, r, "", noModTime, f)
+	http.ServeContent(sendVia(w, f), r, "", noModTime, f)
 	return nil
 }
 
@@ -125,7 +151,7 @@ func (s *Server) serveNixServeNAR(w http.ResponseWriter, r *http.Request, c meta
 	}
 	f, err := s.blobs.Open(ctx, n.BlobKey)
 	if err != nil {
-		return internal("open "+n.BlobKey, err)
+		return blobError(n.BlobKey, err)
 	}
 	defer f.Close()
 	dec, err := compress.NewReader(n.Compression, f)

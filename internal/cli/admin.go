@@ -19,6 +19,7 @@ import (
 // token): where the server's data is, locally or through the admin API.
 type adminFlags struct {
 	dataDir   string
+	db        string // --db: PostgreSQL instead of the data directory's SQLite
 	server    string
 	tokenFile string
 	url       string // cache create/info/list only
@@ -27,6 +28,7 @@ type adminFlags struct {
 func defineAdminFlags(fs *flag.FlagSet, withURL bool) *adminFlags {
 	f := &adminFlags{}
 	fs.StringVar(&f.dataDir, "data-dir", "silo-data", "silo serve's data `DIR` to administer (only silo init and silo serve create one)")
+	fs.StringVar(&f.db, "db", "", "metadata database `URL` of the server to administer: postgres://[USER@]HOST[:PORT]/DB (password from PGPASSFILE or ~/.pgpass); default SQLite in --data-dir")
 	fs.StringVar(&f.server, "server", "", "administer a running silo serve through its admin API instead of a data directory: its `URL` (http://HOST:PORT) or the NAME of a silo login entry")
 	fs.StringVar(&f.tokenFile, "token-file", "", "with --server: `FILE` holding an admin token (default: the token saved by silo login)")
 	if withURL {
@@ -86,16 +88,21 @@ func requireDataDir(dir string) error {
 
 // open returns the backend the flags name.
 func (f *adminFlags) open(ctx context.Context, env *Env) (*adminConn, error) {
+	if f.db != "" && f.server != "" {
+		return nil, Usagef("--db and --server both name the server's data: give one")
+	}
 	if f.server != "" {
 		return f.openRemote(env)
 	}
 	if f.tokenFile != "" {
 		return nil, Usagef("--token-file is for --server: a local data directory needs no token")
 	}
-	if err := requireDataDir(f.dataDir); err != nil {
-		return nil, err
+	if !isPostgres(f.db) {
+		if err := requireDataDir(f.dataDir); err != nil {
+			return nil, err
+		}
 	}
-	m, err := openMeta(ctx, f.dataDir)
+	m, err := openMeta(ctx, &serveFlags{dataDir: f.dataDir, store: storageFlags{db: f.db}})
 	if err != nil {
 		return nil, err
 	}
@@ -113,7 +120,11 @@ func (f *adminFlags) open(ctx context.Context, env *Env) (*adminConn, error) {
 		}
 	}
 	svc := &adminapi.Service{Meta: m, BaseURL: func() string { return base }}
-	return &adminConn{admin: adminapi.Local{S: svc}, where: "data directory " + f.dataDir, urlNote: note,
+	where := "data directory " + f.dataDir
+	if f.db != "" {
+		where = "database " + describeDB(&serveFlags{dataDir: f.dataDir, store: storageFlags{db: f.db}})
+	}
+	return &adminConn{admin: adminapi.Local{S: svc}, where: where, urlNote: note,
 		close: func() { m.Close() }}, nil
 }
 

@@ -32,7 +32,7 @@ directory too. Running it on an existing data directory changes nothing.`,
 				if err := os.MkdirAll(*dataDir, 0o700); err != nil {
 					return fmt.Errorf("init: %w", err)
 				}
-				m, err := openMeta(ctx, *dataDir)
+				m, err := openMeta(ctx, &serveFlags{dataDir: *dataDir})
 				if err != nil {
 					return fmt.Errorf("init: %w", err)
 				}

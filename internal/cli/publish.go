@@ -49,7 +49,8 @@ the password, as for silo serve).`,
 			db := fs.String("db", "", "read this Nix database file directly (default: Nix's own, or nix-daemon when not root)")
 			maxStreams := fs.Int("max-streams", 64, "NARs dumped at once at most; more requests wait")
 			tokenDir := fs.String("token-data-dir", "", "make the store private: require a silo token, checked against the tokens in silo serve's data `DIR` (silo token create --cache NAME --pull)")
-			tokenCache := fs.String("token-cache", "publish", "with --token-data-dir: the cache `NAME` tokens must grant pull on")
+			tokenDB := fs.String("token-db", "", "make the store private with the tokens in silo serve's PostgreSQL `URL` (its --db)")
+			tokenCache := fs.String("token-cache", "publish", "with --token-data-dir or --token-db: the cache `NAME` tokens must grant pull on")
 			fs.String("config", "", "TOML config file setting any of these flags")
 			return func(ctx context.Context, env *Env, args []string) error {
 				if len(args) != 0 {
@@ -77,12 +78,16 @@ the password, as for silo serve).`,
 					keys = append(keys, k)
 				}
 				var authorize func(*http.Request) error
-				if *tokenDir != "" {
-					db, _ := dataPaths(*tokenDir)
-					if _, err := os.Stat(db); err != nil {
-						return fmt.Errorf("publish: --token-data-dir %s: %w (point it at silo serve's --data-dir)", *tokenDir, err)
+				if *tokenDir != "" && *tokenDB != "" {
+					return Usagef("publish: --token-data-dir and --token-db both name token stores; give one")
+				}
+				if *tokenDir != "" || *tokenDB != "" {
+					if db, _ := dataPaths(*tokenDir); *tokenDB == "" {
+						if _, err := os.Stat(db); err != nil {
+							return fmt.Errorf("publish: --token-data-dir %s: %w (point it at silo serve's --data-dir)", *tokenDir, err)
+						}
 					}
-					tokens, err := openMeta(ctx, *tokenDir)
+					tokens, err := openMeta(ctx, &serveFlags{dataDir: *tokenDir, store: storageFlags{db: *tokenDB}})
 					if err != nil {
 						return fmt.Errorf("publish: tokens: %w", err)
 					}

@@ -16,11 +16,9 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/silo-cache/silo/internal/blob/disk"
 	"github.com/silo-cache/silo/internal/cache"
 	"github.com/silo-cache/silo/internal/compress"
 	"github.com/silo-cache/silo/internal/listen"
-	"github.com/silo-cache/silo/internal/meta/sqlite"
 )
 
 // serveFlags are silo serve's settings. The admin commands (silo cache,
@@ -35,6 +33,7 @@ type serveFlags struct {
 	uploadIdle                             time.Duration
 	logLevel, logFormat                    string
 	requireClosure                         bool
+	store                                  storageFlags
 }
 
 func defineServeFlags(fs *flag.FlagSet) *serveFlags {
@@ -54,6 +53,7 @@ func defineServeFlags(fs *flag.FlagSet) *serveFlags {
 	fs.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 30*time.Second, "how long in-flight requests may finish on SIGTERM")
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error (requests are logged at info, narinfo lookups answered 200 or 404 at debug)")
 	fs.StringVar(&f.logFormat, "log-format", "text", "text or json")
+	defineStorageFlags(fs, &f.store)
 	fs.String("config", "", "TOML config `FILE` setting any of these flags (keys are the flag names)")
 	return f
 }
@@ -85,11 +85,6 @@ func dataPaths(dir string) (db, blobs string) {
 	return filepath.Join(dir, "silo.db"), filepath.Join(dir, "blobs")
 }
 
-func openMeta(ctx context.Context, dir string) (*sqlite.Store, error) {
-	db, _ := dataPaths(dir)
-	return sqlite.Open(ctx, db)
-}
-
 func init() {
 	Register(&Command{
 		Name:  "serve",
@@ -104,8 +99,11 @@ token create (they work while the server runs). Also serves /metrics
 (Prometheus) and /healthz.
 
 Data lives in --data-dir (default ./silo-data): silo.db (SQLite) and blobs/.
-One server per data directory. SIGTERM lets in-flight requests finish for
---shutdown-timeout; uploads cut off then are discarded, never half-visible.`,
+One server per data directory. With --db postgres://... and --blobs
+s3://BUCKET?endpoint=...&region=..., any number of servers (replicas) share one
+database and bucket; the garbage collector runs on one of them at a time.
+SIGTERM lets in-flight requests finish for --shutdown-timeout; uploads cut off
+then are discarded, never half-visible.`,
 		Setup: func(fs *flag.FlagSet) func(context.Context, *Env, []string) error {
 			f := defineServeFlags(fs)
 			return func(ctx context.Context, env *Env, args []string) error {
@@ -159,29 +157,14 @@ func runServe(ctx context.Context, env *Env, f *serveFlags) error {
 	if _, err := compress.ParseStored(f.compression); err != nil {
 		return Usagef("serve: --compression: %v", err)
 	}
-	lock, err := lockDataDir(f.dataDir)
+	st, err := openStorage(ctx, env, f, log)
 	if err != nil {
 		return fmt.Errorf("serve: %w", err)
 	}
-	defer lock.Close()
-	m, err := openMeta(ctx, f.dataDir)
-	if err != nil {
-		return fmt.Errorf("serve: %w", err)
-	}
-	defer m.Close()
-	_, blobDir := dataPaths(f.dataDir)
-	blobs, err := disk.Open(blobDir)
-	if err != nil {
-		return fmt.Errorf("serve: %w", err)
-	}
-	// We hold the data directory's lock: every temporary file is a leftover.
-	if n, err := blobs.CleanTemp(0); err != nil {
-		return fmt.Errorf("serve: %w", err)
-	} else if n > 0 {
-		log.Info("removed unfinished uploads left by an earlier run", "files", n)
-	}
+	defer st.Close()
+	m := st.meta
 	srv, err := cache.New(cache.Options{
-		Meta: m, Blobs: blobs,
+		Meta: m, Blobs: st.blobs,
 		Compression: f.compression, CompressionLevel: f.compressionLevel,
 		MaxNARSize: int64(f.maxNARSize), MaxUploads: f.maxUploads, UploadTTL: f.uploadTTL, UploadIdleTimeout: f.uploadIdle, Logger: log,
 		RequireClosure: f.requireClosure,
@@ -195,7 +178,7 @@ func runServe(ctx context.Context, env *Env, f *serveFlags) error {
 	}
 	base := listen.URL(l)
 	handler := withAdminAPI(srv, m, recordServerURL(log, f.dataDir, f.url, l), log)
-	log.Info("silo serve listening", "url", base, "data_dir", f.dataDir, "compression", f.compression)
+	log.Info("silo serve listening", "url", base, "db", describeDB(f), "blobs", st.where, "compression", f.compression)
 	if caches, err := m.Caches(ctx); err == nil && len(caches) == 0 {
 		log.Info("no caches yet; create one (works while the server runs)",
 			"command", fmt.Sprintf("silo cache create main --data-dir %s", f.dataDir))
@@ -224,7 +207,7 @@ func runServe(ctx context.Context, env *Env, f *serveFlags) error {
 	}
 	gcCtx, stopGC := context.WithCancel(ctx)
 	defer stopGC()
-	go srv.RunGC(gcCtx, f.gcInterval)
+	go st.maintain(gcCtx, srv, f, log)
 
 	errc := make(chan error, 1)
 	go func() { errc <- hs.Serve(l) }()
