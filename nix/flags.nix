@@ -13,7 +13,9 @@ in
 {
   serve = {
     unit = [ "listen" "data-dir" "config" ];
-    secrets = { };
+    secrets = {
+      s3-credentials-file = [ false "AWS credentials file for s3:// blobs" ];
+    };
     settings = {
       url = [ t.str "public base URL of the server, for the substituter lines `silo cache info` prints" ];
       compression = [ (t.enum [ "zstd" "xz" "none" ]) "how NARs are stored and served" ];
@@ -25,6 +27,10 @@ in
       upload-ttl = [ duration "how long a verified NAR upload waits for its narinfo" ];
       gc-interval = [ duration "how often unused NARs and expired uploads are deleted" ];
       shutdown-timeout = [ duration "how long in-flight requests may finish on SIGTERM" ];
+      db = [ t.str "metadata database URL: postgres://[USER@]HOST[:PORT]/DB (password from PGPASSFILE or ~/.pgpass, never in the URL); default SQLite in the data directory" ];
+      blobs = [ t.str "blob store URL: s3://BUCKET[/PREFIX]?endpoint=URL&region=R, or a directory; default blobs/ in the data directory" ];
+      gc-grace = [ duration "with a postgres db: how long a collected blob waits before it is deleted" ];
+      multipart-idle = [ duration "with s3 blobs: abort multipart uploads that made no progress for this long" ];
       log-level = [ logLevel "log level (requests at info, narinfo lookups at debug)" ];
       log-format = [ (t.enum [ "text" "json" ]) "log format" ];
     };
@@ -43,6 +49,7 @@ in
       db = [ t.str "read this Nix database file directly instead of asking the store daemon" ];
       max-streams = [ t.int "NARs dumped at once at most; more requests wait" ];
       token-cache = [ t.str "with tokens from silo serve: the cache name tokens must grant pull on" ];
+      token-db = [ t.str "with tokens from silo serve on PostgreSQL: its metadata database URL" ];
     };
   };
 

@@ -97,6 +97,9 @@ func (f *adminFlags) open(ctx context.Context, env *Env) (*adminConn, error) {
 	if f.tokenFile != "" {
 		return nil, Usagef("--token-file is for --server: a local data directory needs no token")
 	}
+	if err := checkDBURL(f.db); err != nil {
+		return nil, Usagef("%v", err)
+	}
 	if !isPostgres(f.db) {
 		if err := requireDataDir(f.dataDir); err != nil {
 			return nil, err
@@ -194,7 +197,8 @@ func serverRoot(cacheURL string) string {
 
 // adminError turns a backend error into the command's error.
 func adminError(cmd string, err error) error {
-	if errors.Is(err, adminapi.ErrInvalid) {
+	var usage *UsageError
+	if errors.Is(err, adminapi.ErrInvalid) || errors.As(err, &usage) {
 		return Usagef("%s: %v", cmd, err)
 	}
 	return fmt.Errorf("%s: %w", cmd, err)

@@ -92,6 +92,7 @@ func TestMigrateData(t *testing.T) {
 		}
 		return string(out)
 	}
+	embedded("init")
 	key := publicKeyOf(t, embedded("cache", "create", "main"))
 	push := strings.TrimSpace(embedded("token", "create", "--cache", "main", "--push"))
 	old := startServe(t, s.bin, data)

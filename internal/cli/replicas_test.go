@@ -47,7 +47,7 @@ func newScaled(t *testing.T) *scaled {
 // its stdout.
 func (s *scaled) silo(args ...string) string {
 	s.t.Helper()
-	cmd := exec.Command(s.bin, append(args, s.flags...)...)
+	cmd := exec.Command(s.bin, append(args, "--db", s.db)...) // admin commands need only the database
 	cmd.Env = s.env
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
@@ -142,7 +142,7 @@ func TestReplicas(t *testing.T) {
 				t.Errorf("%s: a cache created by an admin command: %d, want 200 at once", r.url, st)
 			}
 		}
-		s.silo("cache", "delete", "late")
+		s.silo("cache", "delete", "--yes", "late")
 		for _, r := range replicas {
 			if st := status(t, "GET", r.url+"/late/nix-cache-info", "", nil); st != 404 {
 				t.Errorf("%s: a deleted cache: %d, want 404 at once", r.url, st)
@@ -312,7 +312,7 @@ func TestReplicas(t *testing.T) {
 			if _, err := p.Try("nix", append(append([]string{"copy", "--to", r.url + "/scratch?compression=zstd"}, paths...), auth...)...); err != nil {
 				t.Errorf("nix copy to the scratch cache: %v", err)
 			}
-			s.silo("cache", "delete", "scratch")
+			s.silo("cache", "delete", "--yes", "scratch")
 		}
 		scratch(pusher(), a, append(tops, garbage)...)
 		stop := make(chan struct{})
