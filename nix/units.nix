@@ -287,14 +287,15 @@ in
 
   # The body of silo-serve-admin: silo's admin commands (silo cache ...,
   # silo token ...) as silo serve's dynamic user, so that files they create
-  # in its data directory stay the server's.
+  # in its data directory stay the server's. A socket-activated server may
+  # not have run yet, so the data directory is created first (silo init).
   admin = { silo, user, configFile }: ''
     # Runs silo as silo serve's user on its data directory: silo-serve-admin cache list
     if [ -t 0 ]; then io=--pty; else io=--pipe; fi
     exec systemd-run --quiet --wait --collect "$io" --service-type=exec \
       -p DynamicUser=yes -p User=${user} -p Group=${user} -p StateDirectory=silo/serve \
       -E SILO_CONFIG=${shellArg configFile} -E SILO_DATA_DIR=/var/lib/silo/serve \
-      ${silo}/bin/silo "$@"
+      /bin/sh -c '${silo}/bin/silo init >/dev/null 2>&1; exec ${silo}/bin/silo "$@"' silo-serve-admin "$@"
   '';
 
   # The post-build-hook wrapper. Nix runs it with the daemon's environment

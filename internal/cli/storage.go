@@ -90,10 +90,18 @@ func openMeta(ctx context.Context, f *serveFlags) (meta.Store, error) {
 		return nil, Usagef("%v", err)
 	}
 	if isPostgres(f.store.db) {
-		return postgres.Open(ctx, f.store.db, postgres.Options{ApplicationName: applicationName()})
+		s, err := postgres.Open(ctx, f.store.db, postgres.Options{ApplicationName: applicationName()})
+		if err != nil {
+			return nil, err // not a typed nil in the interface
+		}
+		return s, nil
 	}
 	db, _ := dataPaths(f.dataDir)
-	return sqlite.Open(ctx, db)
+	s, err := sqlite.Open(ctx, db)
+	if err != nil {
+		return nil, err
+	}
+	return s, nil
 }
 
 func applicationName() string {

@@ -31,7 +31,8 @@ var background = regexp.MustCompile(`[^&]&\s*(#.*)?$`)
 
 // readmeScript returns the README's sh blocks after the first (the two
 // contract commands: a server in the foreground and the test suite
-// itself) as one bash script. After each background command it waits
+// itself) as one bash script. Blocks fenced as shell, not sh, need hosts
+// a scratch machine lacks (PostgreSQL, S3) and are run by other tests. After each background command it waits
 // until the process listens, as a person waits for a server to start.
 func readmeScript(readme string) (string, int, error) {
 	var b strings.Builder

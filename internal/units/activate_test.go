@@ -43,6 +43,12 @@ func TestServeUnitServesNix(t *testing.T) {
 		}
 		return string(out)
 	}
+	// The first connection starts the socket-activated server, which
+	// creates its data directory (silo-serve-admin runs silo init for
+	// when it has not run yet).
+	if resp, err := http.Get("http://" + addr + "/nix-cache-info"); err == nil {
+		resp.Body.Close()
+	}
 	key := regexp.MustCompile(`Public key:\s+(\S+)`).FindStringSubmatch(admin("cache", "create", "main"))
 	if key == nil {
 		t.Fatal("cache create printed no public key")
