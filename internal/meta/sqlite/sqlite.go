@@ -43,7 +43,7 @@ type Store struct {
 	// data_version query; nil if it could not be mapped (then every
 	// Version call queries).
 	shm         []byte
-	shmFile     *shmHandle // keeps the -shm file open while shm is mapped
+	shmFile     *shmHandle            // keeps the -shm file open while shm is mapped
 	shmHdr      [walIndexHdrSize]byte // the WAL index header at lastVersion
 	shmValid    bool
 	lastVersion int64
