@@ -150,7 +150,7 @@ func WriteListing(w io.Writer, r io.Reader) error {
 func WriteReaderListing(w io.Writer, nr *Reader) error {
 	bw := bufio.NewWriterSize(w, 32<<10)
 	var b []byte
-	open := 0    // open directories
+	open := 0     // open directories
 	first := true // no entry written yet in the innermost open directory
 	b = append(b, `{"version":1,"root":`...)
 	for {
