@@ -32,7 +32,7 @@ type Conn struct {
 	opRead   time.Time // the rate deadline of the read in progress, if any
 	opWrite  time.Time
 
-	tls      *tls.Conn // the underlying connection, if TLS; nil once its handshake is done
+	tls      *tls.Conn    // the underlying connection, if TLS; nil once its handshake is done
 	firstBad atomic.Int64 // framer.firstBad, for handlers; -1: none
 	served   atomic.Int64 // requests handed to handlers (see Protect)
 	// stopBody makes reads of a request body fail: set by Protect once a
