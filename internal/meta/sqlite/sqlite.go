@@ -315,6 +315,13 @@ CREATE TABLE logs (
 	PRIMARY KEY (cache_id, drv)
 ) WITHOUT ROWID;
 CREATE INDEX logs_blob ON logs(blob_key);
+`, `
+CREATE TABLE log_usage (
+	cache_id INTEGER PRIMARY KEY REFERENCES caches(id) ON DELETE CASCADE,
+	count INTEGER NOT NULL,
+	bytes INTEGER NOT NULL
+);
+INSERT INTO log_usage (cache_id, count, bytes) SELECT cache_id, COUNT(*), SUM(size) FROM logs GROUP BY cache_id;
 `}
 
 func (s *Store) migrate(ctx context.Context) error {

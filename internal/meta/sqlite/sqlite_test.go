@@ -347,3 +347,39 @@ func TestNewDatabaseIsPrivate(t *testing.T) {
 		}
 	}
 }
+
+// A database of schema 1 (before log_usage) counts its existing logs once
+// migrated, so the limits hold for them.
+func TestMigrationCountsExistingLogs(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "silo.db")
+	s, err := Open(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := s.CreateCache(ctx, meta.Cache{Name: "c", SecretKey: "k", StoreDir: "/nix/store"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		if err := s.PutLog(ctx, meta.Log{CacheID: c.ID, Drv: fmt.Sprint(i, ".drv"), BlobKey: "log/x", Size: 100}, meta.LogLimits{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := s.db.ExecContext(ctx, `DROP TABLE log_usage; PRAGMA user_version = 1`); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	s, err = Open(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	err = s.PutLog(ctx, meta.Log{CacheID: c.ID, Drv: "3.drv", BlobKey: "log/x", Size: 1}, meta.LogLimits{Count: 3})
+	if !errors.Is(err, meta.ErrLimit) {
+		t.Errorf("a fourth log under a limit of 3, after migrating: err = %v, want ErrLimit", err)
+	}
+	if err := s.PutLog(ctx, meta.Log{CacheID: c.ID, Drv: "3.drv", BlobKey: "log/x", Size: 1}, meta.LogLimits{Bytes: 301}); err != nil {
+		t.Errorf("within the byte limit after migrating: %v", err)
+	}
+}
