@@ -13,6 +13,7 @@ import (
 // the server's view its lookups belong to (see view.sync).
 type reqInfo struct {
 	httplog.Entry
+	w   httplog.Writer
 	gen uint64
 }
 
@@ -45,10 +46,10 @@ func RequestID(ctx context.Context) string {
 
 // logged runs route, then logs the request and counts it in the metrics.
 func (s *Server) logged(w http.ResponseWriter, r *http.Request, route func(http.ResponseWriter, *http.Request) (string, error)) {
-	ri := &reqInfo{}
+	ri := &reqInfo{w: httplog.Writer{ResponseWriter: w}}
 	ri.Begin(w, r)
 	r = r.WithContext(context.WithValue(r.Context(), reqInfoKey{}, ri))
-	sw := &ri.W
+	sw := &ri.w
 	kind, err := route(sw, r)
 	if err != nil {
 		writeError(sw, r, err)
@@ -57,7 +58,7 @@ func (s *Server) logged(w http.ResponseWriter, r *http.Request, route func(http.
 	s.metrics.observe(kind, r.Method, sw.Code(), sw.Bytes, d)
 	// Nix asks for a narinfo per path it might substitute: logging each
 	// at info would drown the rest and cost more than serving it.
-	httplog.Log(s.log, httplog.Level(&ri.Entry, r, kind == "narinfo"), &ri.Entry, r, d)
+	httplog.Log(s.log, httplog.Level(sw, r, kind == "narinfo"), &ri.Entry, sw, r, d)
 }
 
 // copyLimited copies at most limit bytes of r to w; more is a 413.

@@ -83,9 +83,9 @@ func (w *Writer) Code() int {
 // Unwrap lets http.ResponseController reach the underlying writer.
 func (w *Writer) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
-// Entry is one request being served, what its log line reports.
+// Entry is one request being served, what its log line reports beyond
+// its response (a Writer).
 type Entry struct {
-	W     Writer
 	ID    string
 	Token string // the ID of the token the request authenticated with
 	Err   error  // why it failed, for the log
@@ -99,7 +99,6 @@ type entryKey struct{}
 // the X-Request-Id header. (NewContext puts e in a context.)
 func (e *Entry) Begin(w http.ResponseWriter, r *http.Request) {
 	e.start = time.Now()
-	e.W = Writer{ResponseWriter: w}
 	e.ID = r.Header.Get("X-Request-Id")
 	if !plainID(e.ID) {
 		e.ID = NewID()
@@ -156,10 +155,11 @@ func NewID() string {
 // Elapsed returns the time since Begin.
 func (e *Entry) Elapsed() time.Duration { return time.Since(e.start) }
 
-// Level is the level of e's line: error for a 5xx, debug for a quiet
-// lookup (GET or HEAD) answered 200 or 404, else info.
-func Level(e *Entry, r *http.Request, quiet bool) slog.Level {
-	status := e.W.Code()
+// Level is the level of the line of a request answered on w: error for a
+// 5xx, debug for a quiet lookup (GET or HEAD) answered 200 or 404, else
+// info.
+func Level(w *Writer, r *http.Request, quiet bool) slog.Level {
+	status := w.Code()
 	switch {
 	case status >= 500:
 		return slog.LevelError
@@ -170,8 +170,9 @@ func Level(e *Entry, r *http.Request, quiet bool) slog.Level {
 	return slog.LevelInfo
 }
 
-// Log writes e's line at level, if log is enabled for it.
-func Log(log *slog.Logger, level slog.Level, e *Entry, r *http.Request, d time.Duration) {
+// Log writes the line of e, answered on w, at level, if log is enabled
+// for it.
+func Log(log *slog.Logger, level slog.Level, e *Entry, w *Writer, r *http.Request, d time.Duration) {
 	if !log.Enabled(r.Context(), level) {
 		return
 	}
@@ -179,8 +180,8 @@ func Log(log *slog.Logger, level slog.Level, e *Entry, r *http.Request, d time.D
 		slog.String("id", e.ID),
 		slog.String("method", r.Method),
 		slog.String("path", r.URL.Path),
-		slog.Int("status", e.W.Code()),
-		slog.Int64("bytes", e.W.Bytes),
+		slog.Int("status", w.Code()),
+		slog.Int64("bytes", w.Bytes),
 		slog.Duration("duration", d),
 		slog.String("remote", r.RemoteAddr),
 	}
