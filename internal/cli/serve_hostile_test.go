@@ -373,7 +373,7 @@ func TestPublishStartAndLog(t *testing.T) {
 	key, _ := signature.GenerateKey("pub-test-1", rand.Reader)
 	keyFile := filepath.Join(dir, "key.sec")
 	os.WriteFile(keyFile, []byte(key.String()+"\n"), 0o600)
-	cmd := exec.Command(bin, "publish", "--listen", "127.0.0.1:0", "--signing-key-file", keyFile, "--log-level", "debug")
+	cmd := exec.Command(bin, "publish", "--listen", "127.0.0.1:0", "--signing-key-file", keyFile, "--log-level", "debug", "--max-connections-per-ip", "3")
 	stderr, _ := cmd.StderrPipe()
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -401,6 +401,20 @@ func TestPublishStartAndLog(t *testing.T) {
 	}
 	if st := status(t, "GET", url+"/nix-cache-info", "", nil); st != 200 {
 		t.Errorf("nix-cache-info = %d", st)
+	}
+	// Behind the same guard as silo serve: past 3 connections from one
+	// address, a 503.
+	http.DefaultClient.CloseIdleConnections()
+	time.Sleep(100 * time.Millisecond)
+	for range 3 {
+		fmt.Fprintf(rawConn(t, url), "GET /nix-cache-info HTTP/1.1\r\nHost: x\r\n")
+	}
+	time.Sleep(100 * time.Millisecond)
+	c := rawConn(t, url)
+	fmt.Fprintf(c, "GET /nix-cache-info HTTP/1.1\r\nHost: x\r\n\r\n")
+	c.SetReadDeadline(time.Now().Add(3 * time.Second))
+	if resp, err := http.ReadResponse(bufio.NewReader(c), nil); err != nil || resp.StatusCode != 503 {
+		t.Errorf("a fourth connection to publish from one address, limit 3: %v %v, want 503", resp, err)
 	}
 	time.Sleep(200 * time.Millisecond)
 	mu.Lock()

@@ -17,6 +17,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -289,6 +290,13 @@ func TestHostileConnectionLimits(t *testing.T) {
 	}
 }
 
+func heapInUse() uint64 {
+	runtime.GC()
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return m.HeapInuse
+}
+
 func waitOpen(t *testing.T, g *Guard, n int) {
 	t.Helper()
 	for deadline := time.Now().Add(3 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
@@ -313,6 +321,7 @@ func TestHostileConnectionFlood(t *testing.T) {
 		return len(ents)
 	}
 	before := fds()
+	heapBefore := heapInUse()
 	var conns []net.Conn
 	for range 1000 {
 		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.9")}}
@@ -332,6 +341,10 @@ func TestHostileConnectionFlood(t *testing.T) {
 	// The test's own 1000 client sockets are in this process too.
 	if server := fds() - before - len(conns); server > 50+64+10 {
 		t.Errorf("the server holds %d descriptors for 1000 connections from one address (limit 50)", server)
+	}
+	// The test's own 1000 client connections live in this heap too.
+	if grew := int64(heapInUse()) - int64(heapBefore); grew > 16<<20 {
+		t.Errorf("the heap grew by %d MiB for 1000 connections from one address (limit 50)", grew>>20)
 	}
 	c := dialFrom(t, "127.0.0.2", s.addr)
 	c.SetDeadline(time.Now().Add(3 * time.Second))
