@@ -31,6 +31,11 @@ type Conn struct {
 	extWrite time.Time
 	opRead   time.Time // the rate deadline of the read in progress, if any
 	opWrite  time.Time
+	// The deadlines set on the underlying connection: an update that
+	// would move one later by less than slack is skipped (it would only
+	// cost a timer change).
+	curRead, curWrite time.Time
+	slack             time.Duration
 
 	tls      *tls.Conn    // the underlying connection, if TLS; nil once its handshake is done
 	firstBad atomic.Int64 // framer.firstBad, for handlers; -1: none
@@ -45,7 +50,8 @@ type Conn struct {
 var errBodyUnread = errors.New("request body not read by the handler; closing the connection")
 
 func newConn(c net.Conn, g *Guard, key string) *Conn {
-	gc := &Conn{Conn: c, g: g, key: key, rd: g.rate.NewBudget(), wr: g.rate.NewBudget(), fr: newFramer()}
+	gc := &Conn{Conn: c, g: g, key: key, rd: g.rate.NewBudget(), wr: g.rate.NewBudget(), fr: newFramer(),
+		slack: min(g.rate.Idle/16, time.Second)}
 	gc.tls, _ = c.(*tls.Conn)
 	gc.firstBad.Store(-1)
 	return gc
@@ -53,6 +59,17 @@ func newConn(c net.Conn, g *Guard, key string) *Conn {
 
 // NetConn returns the underlying connection.
 func (c *Conn) NetConn() net.Conn { return c.Conn }
+
+// apply sets deadline d on the underlying connection (read or write),
+// unless the one set already is at most slack earlier: stricter by so
+// little that a new timer is not worth it. c.mu is held.
+func (c *Conn) apply(d time.Time, cur *time.Time, set func(time.Time) error) error {
+	if d.Equal(*cur) || !d.IsZero() && !cur.IsZero() && !cur.After(d) && d.Sub(*cur) < c.slack {
+		return nil
+	}
+	*cur = d
+	return set(d)
+}
 
 // earlier returns the earlier of two deadlines, zero meaning none.
 func earlier(a, b time.Time) time.Time {
@@ -91,7 +108,7 @@ func (c *Conn) Read(p []byte) (int, error) {
 	} else {
 		c.opRead = time.Time{}
 	}
-	err := c.Conn.SetReadDeadline(earlier(c.extRead, c.opRead))
+	err := c.apply(earlier(c.extRead, c.opRead), &c.curRead, c.Conn.SetReadDeadline)
 	c.mu.Unlock()
 	if err != nil {
 		return 0, err
@@ -99,6 +116,9 @@ func (c *Conn) Read(p []byte) (int, error) {
 	n, err := c.Conn.Read(p)
 	if inRequest {
 		c.rd.Done(time.Since(start), n)
+		c.mu.Lock()
+		c.opRead = time.Time{}
+		c.mu.Unlock()
 	}
 	if n > 0 {
 		c.fr.feed(p[:n])
@@ -133,7 +153,7 @@ func (c *Conn) write(p []byte) (int, error) {
 		return 0, err
 	}
 	n, err := c.Conn.Write(p)
-	c.wr.Done(time.Since(start), n)
+	c.endWrite(start, n)
 	return n, err
 }
 
@@ -142,7 +162,14 @@ func (c *Conn) startWrite(n int) (time.Time, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.opWrite = c.wr.Deadline(start, n)
-	return start, c.Conn.SetWriteDeadline(earlier(c.extWrite, c.opWrite))
+	return start, c.apply(earlier(c.extWrite, c.opWrite), &c.curWrite, c.Conn.SetWriteDeadline)
+}
+
+func (c *Conn) endWrite(start time.Time, n int) {
+	c.wr.Done(time.Since(start), n)
+	c.mu.Lock()
+	c.opWrite = time.Time{}
+	c.mu.Unlock()
 }
 
 // sendfileChunk is how much of a file one sendfile call may send.
@@ -178,7 +205,7 @@ func (c *Conn) ReadFrom(r io.Reader) (int64, error) {
 			return total, err
 		}
 		k, err := rf.ReadFrom(&io.LimitedReader{R: src, N: n})
-		c.wr.Done(time.Since(start), int(k))
+		c.endWrite(start, int(k))
 		total += k
 		if left > 0 {
 			left -= k
@@ -199,28 +226,28 @@ func (c *Conn) ReadFrom(r io.Reader) (int64, error) {
 // writerOnly hides Conn's ReadFrom from io.Copy.
 type writerOnly struct{ io.Writer }
 
+// SetDeadline, SetReadDeadline and SetWriteDeadline set the user's
+// deadlines, which hold on top of the rate (a deadline in the past, as
+// net/http sets to interrupt a read, applies at once).
 func (c *Conn) SetDeadline(t time.Time) error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.extRead, c.extWrite = t, t
-	if err := c.Conn.SetReadDeadline(earlier(t, c.opRead)); err != nil {
+	if err := c.SetReadDeadline(t); err != nil {
 		return err
 	}
-	return c.Conn.SetWriteDeadline(earlier(t, c.opWrite))
+	return c.SetWriteDeadline(t)
 }
 
 func (c *Conn) SetReadDeadline(t time.Time) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.extRead = t
-	return c.Conn.SetReadDeadline(earlier(t, c.opRead))
+	return c.apply(earlier(t, c.opRead), &c.curRead, c.Conn.SetReadDeadline)
 }
 
 func (c *Conn) SetWriteDeadline(t time.Time) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.extWrite = t
-	return c.Conn.SetWriteDeadline(earlier(t, c.opWrite))
+	return c.apply(earlier(t, c.opWrite), &c.curWrite, c.Conn.SetWriteDeadline)
 }
 
 // Close closes the connection and frees its place in the Guard's counts.
