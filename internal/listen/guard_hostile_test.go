@@ -20,6 +20,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -509,5 +510,29 @@ func TestSocketModeAndGroup(t *testing.T) {
 	}
 	if _, err := ListenSocket(context.Background(), "127.0.0.1:0", Socket{Mode: 0o660}); err == nil {
 		t.Error("a socket mode on a TCP address: no error")
+	}
+}
+
+// RaiseFileLimit lifts the soft open-file limit to the hard one, and the
+// default connection cap stays well under it.
+func TestRaiseFileLimit(t *testing.T) {
+	var rl syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil {
+		t.Fatal(err)
+	}
+	defer syscall.Setrlimit(syscall.RLIMIT_NOFILE, &rl)
+	if rl.Max > 512 {
+		low := rl
+		low.Cur = 512
+		if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &low); err != nil {
+			t.Fatal(err)
+		}
+	}
+	n, err := RaiseFileLimit()
+	if err != nil || n != rl.Max {
+		t.Fatalf("RaiseFileLimit() = %d, %v; want the hard limit %d", n, err, rl.Max)
+	}
+	if c := DefaultMaxConns(); uint64(2*c) >= n {
+		t.Errorf("DefaultMaxConns() = %d with %d files: no room for the blobs each may hold", c, n)
 	}
 }
