@@ -147,9 +147,11 @@ func plainID(id string) bool {
 // cheap.
 func NewID() string {
 	var b [16]byte
+	var h [32]byte
 	binary.LittleEndian.PutUint64(b[:8], rand.Uint64())
 	binary.LittleEndian.PutUint64(b[8:], rand.Uint64())
-	return hex.EncodeToString(b[:])
+	hex.Encode(h[:], b[:])
+	return string(h[:])
 }
 
 // Elapsed returns the time since Begin.
