@@ -367,8 +367,8 @@ func (s *Server) uploadError(method string, max int64, got uint64, err error) er
 	return errorf(http.StatusBadRequest, "NAR upload rejected: reading the %s stream after %d bytes: %v", method, got, err)
 }
 
-// storeNAR commits a received NAR (unless the same NAR is stored already)
-// and records the upload.
+// storeNAR commits a received NAR and records the upload; a NAR stored
+// already (for any cache) keeps its record, shared.
 func (s *Server) storeNAR(ctx context.Context, c meta.Cache, url string, res *received) (meta.NAR, error) {
 	s.gcMu.RLock()
 	defer s.gcMu.RUnlock()
@@ -378,35 +378,32 @@ func (s *Server) storeNAR(ctx context.Context, c meta.Cache, url string, res *re
 		FileHash: res.storedHash.String(), FileSize: int64(res.storedSize),
 		ListingKey: listingKey(res.narHash),
 	}
-	committed := false
-	existing, err := s.meta.NAR(ctx, n.NarHash)
-	switch {
-	case err == nil:
-		n = existing // stored once: drop ours
-		res.abort()
-	case errors.Is(err, meta.ErrNotFound):
-		committed = true
-		if err := res.listing.Commit(ctx, n.ListingKey); err != nil {
-			return meta.NAR{}, internal("store listing", err)
-		}
-		if err := res.nar.Commit(ctx, n.BlobKey); err != nil {
-			return meta.NAR{}, internal("store NAR", err)
-		}
-	default:
-		return meta.NAR{}, internal("look up NAR", err)
+	// Commit whether or not the NAR is stored already: the stored form
+	// depends on the NAR alone, so the key is the same and the bytes too
+	// (committing over them changes nothing), and a NAR another cache
+	// holds answers exactly as fast as a new one.
+	if err := res.listing.Commit(ctx, n.ListingKey); err != nil {
+		return meta.NAR{}, internal("store listing", err)
+	}
+	if err := res.nar.Commit(ctx, n.BlobKey); err != nil {
+		return meta.NAR{}, internal("store NAR", err)
 	}
 	u := meta.Upload{CacheID: c.ID, URL: url, FileHash: res.fileHash.String(), FileSize: int64(res.fileSize),
 		NarHash: n.NarHash, NarSize: n.NarSize}
-	stored, inserted, err := s.meta.AddUpload(ctx, u, n)
+	stored, _, err := s.meta.AddUpload(ctx, u, n)
 	if err != nil {
 		if errors.Is(err, meta.ErrNotFound) {
 			return meta.NAR{}, errorf(http.StatusNotFound, "cache %s was deleted during the upload", c.Name)
 		}
 		return meta.NAR{}, internal("record upload", err)
 	}
-	if committed && !inserted && stored.BlobKey != n.BlobKey {
-		// Another upload of the same NAR won the race with other bytes.
+	// A NAR stored before under other keys (by an older silo, or other
+	// settings) keeps them: ours are then unused.
+	if stored.BlobKey != n.BlobKey {
 		s.blobs.Delete(ctx, n.BlobKey)
+	}
+	if stored.ListingKey != n.ListingKey {
+		s.blobs.Delete(ctx, n.ListingKey)
 	}
 	return stored, nil
 }
