@@ -1,5 +1,7 @@
 package listen
 
+import "bytes"
+
 // framer follows the HTTP/1.x request framing of the bytes a connection
 // reads, as net/http will parse them, for two things net/http does not
 // tell its handlers: whether the connection is in the middle of a request
@@ -27,7 +29,7 @@ type framer struct {
 	// Per request.
 	prefix   [10]byte // the request line's first bytes
 	prefixN  int
-	version  [8]byte // the request line's last bytes ("HTTP/1.0")
+	version  [9]byte // the request line's last bytes ("HTTP/1.0", perhaps "\r")
 	sawCL    bool
 	sawTE    bool
 	clDigits bool
@@ -99,11 +101,45 @@ func (f *framer) feed(p []byte) {
 				f.st, f.lineN, f.hexSeen, f.hexDone, f.remain = frChunkSize, 0, false, false, 0
 			}
 		default:
+			if f.lineN > 0 && p[0] != '\n' && f.boring() {
+				// Nothing more to learn from this line: jump to its end.
+				i := bytes.IndexByte(p, '\n')
+				if i < 0 {
+					i = len(p)
+				}
+				if f.st == frHeader && !f.headerLine {
+					for _, c := range p[max(0, i-9):i] { // the request line's version
+						f.requestLineByte(c)
+					}
+				}
+				if i > 0 {
+					f.cr = p[i-1] == '\r'
+				}
+				f.lineN += i
+				p = p[i:]
+				continue
+			}
 			c := p[0]
 			p = p[1:]
 			f.lineByte(c)
 		}
 	}
+}
+
+// boring reports whether the rest of the current line can be skipped: a
+// header line neither named Content-Length nor being read for its value,
+// a request line whose first bytes are kept, a trailer line.
+func (f *framer) boring() bool {
+	switch f.st {
+	case frHeader:
+		if !f.headerLine {
+			return f.prefixN == len(f.prefix)
+		}
+		return f.cand == 0 && f.inValue != 1
+	case frTrailer:
+		return true
+	}
+	return false
 }
 
 // lineByte processes one byte of a line-oriented part of a request.
@@ -155,22 +191,19 @@ func (f *framer) lineByte(c byte) {
 // startRequest resets the per-request state.
 func (f *framer) startRequest() {
 	f.sawCL, f.sawTE, f.clDigits, f.clBad, f.clSpace, f.clValue, f.http10 = false, false, false, false, false, 0, false
-	f.version = [8]byte{}
+	f.version = [9]byte{}
 	f.prefixN = 0
 	f.cand, f.nameLen, f.inValue = 0, 0, 0
 	f.headerLine = false
 }
 
 func (f *framer) requestLineByte(c byte) {
-	if c == '\r' {
-		return
-	}
 	if f.prefixN < len(f.prefix) {
 		f.prefix[f.prefixN] = c
 		f.prefixN++
 	}
 	copy(f.version[:], f.version[1:])
-	f.version[7] = c
+	f.version[8] = c
 }
 
 // headerByte processes byte c at position n of a header line.
@@ -239,7 +272,11 @@ func (f *framer) endLine(empty bool) {
 	case frHeader:
 		if !f.headerLine {
 			f.headerLine = true
-			f.http10 = string(f.version[:]) == "HTTP/1.0"
+			v := f.version[1:]
+			if f.version[8] == '\r' {
+				v = f.version[:8]
+			}
+			f.http10 = string(v) == "HTTP/1.0"
 			return
 		}
 		f.inValue, f.clSpace = 0, false
