@@ -53,7 +53,7 @@ func defineServeFlags(fs *flag.FlagSet) *serveFlags {
 	fs.StringVar(&f.compression, "compression", compress.Zstd, "how NARs are stored and served: zstd, xz or none (every upload is recompressed to it)")
 	fs.IntVar(&f.compressionLevel, "compression-level", 0, "compression level (0: the method's default; zstd 1-22, xz 1-9)")
 	f.maxNARSize = cache.DefaultMaxNARSize
-	fs.Var(&f.maxNARSize, "max-nar-size", "largest NAR accepted, as sent and uncompressed, e.g. 64G (0: no limit)")
+	fs.Var(&f.maxNARSize, "max-nar-size", "largest NAR accepted, as sent and uncompressed: a `SIZE` such as 64G (0: no limit)")
 	fs.Int64Var(&f.maxNARExpansion, "max-nar-expansion", cache.DefaultMaxNARExpansion, "refuse an upload that expands more than this many times its size as sent, past its first 256 MiB (0: no limit)")
 	fs.IntVar(&f.maxNARObjects, "max-nar-objects", nar.DefaultMaxObjects, "most files, directories and symlinks one NAR may hold")
 	fs.IntVar(&f.maxNARDepth, "max-nar-depth", nar.DefaultMaxDepth, "deepest directory nesting one NAR may have")
@@ -62,10 +62,10 @@ func defineServeFlags(fs *flag.FlagSet) *serveFlags {
 	fs.DurationVar(&f.uploadWait, "upload-wait", time.Minute, "how long an upload waits for a slot before it is answered 503 (clients retry)")
 	fs.DurationVar(&f.uploadIdle, "upload-idle-timeout", 2*time.Minute, "cut off a request body (NAR, narinfo, log) whose client sends nothing for this long, or averages less than --min-transfer-rate after it")
 	f.maxLogSize = cache.DefaultMaxLogSize
-	fs.Var(&f.maxLogSize, "max-log-size", "largest build log accepted")
+	fs.Var(&f.maxLogSize, "max-log-size", "largest build log accepted: a `SIZE` such as 64M")
 	fs.Int64Var(&f.maxLogs, "max-logs-per-cache", cache.DefaultLogLimits.Count, "most build logs one cache may hold (0: no limit)")
 	f.maxLogBytes = byteSize(cache.DefaultLogLimits.Bytes)
-	fs.Var(&f.maxLogBytes, "max-log-bytes-per-cache", "most bytes of build logs one cache may hold (0: no limit)")
+	fs.Var(&f.maxLogBytes, "max-log-bytes-per-cache", "most bytes of build logs one cache may hold: a `SIZE` (0: no limit)")
 	fs.BoolVar(&f.requireClosure, "require-closure", false, "refuse a narinfo whose references are not already in the cache (by default they may come from an upstream cache such as cache.nixos.org)")
 	fs.DurationVar(&f.uploadTTL, "upload-ttl", 24*time.Hour, "how long a verified NAR upload waits for its narinfo")
 	fs.DurationVar(&f.gcInterval, "gc-interval", 10*time.Minute, "how often unused NARs and expired uploads are deleted")
@@ -97,7 +97,7 @@ func defineNetFlags(fs *flag.FlagSet, f *netFlags) {
 	fs.IntVar(&f.maxConnsPerIP, "max-connections-per-ip", listen.DefaultMaxConnsPerAddr, "most connections open at once from one client address (IPv6: one /64); 0: no limit, as behind a reverse proxy")
 	fs.DurationVar(&f.idle, "idle-timeout", listen.DefaultIdle, "cut off a connection that sends or accepts nothing for this long in the middle of a request or response")
 	f.minRate = listen.DefaultMinRate
-	fs.Var(&f.minRate, "min-transfer-rate", "bytes per second a client must average while a request or response waits on it, after --idle-timeout of grace (0: none)")
+	fs.Var(&f.minRate, "min-transfer-rate", "`SIZE` per second (bytes) a client must average while a request or response waits on it, after --idle-timeout of grace (0: none)")
 	fs.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 30*time.Second, "how long in-flight requests may finish on SIGTERM")
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error (requests are logged at info, narinfo lookups answered 200 or 404 at debug)")
 	fs.StringVar(&f.logFormat, "log-format", "text", "text or json")
@@ -259,7 +259,19 @@ func (hs *httpServer) run(ctx context.Context, log *slog.Logger, f *netFlags, h,
 // byteSize is a flag holding a byte count: 1024, 10M, 20G (powers of 1024).
 type byteSize int64
 
-func (b *byteSize) String() string { return strconv.FormatInt(int64(*b), 10) }
+// String prints the size in the largest unit that divides it: 32G, 1K, 1000.
+func (b *byteSize) String() string {
+	n := int64(*b)
+	for _, u := range []struct {
+		suffix string
+		shift  uint
+	}{{"T", 40}, {"G", 30}, {"M", 20}, {"K", 10}} {
+		if n != 0 && n%(1<<u.shift) == 0 {
+			return strconv.FormatInt(n>>u.shift, 10) + u.suffix
+		}
+	}
+	return strconv.FormatInt(n, 10)
+}
 
 func (b *byteSize) Set(s string) error {
 	mult := int64(1)
