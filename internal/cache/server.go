@@ -71,7 +71,11 @@ type Options struct {
 	Blobs blob.Store // required
 	// Compression is how NARs are stored and served: zstd (default), xz or none.
 	Compression string
-	// CompressionLevel is passed to the compressor; 0 is its default.
+	// CompressionLevel is passed to the compressor. 0 means zstd's level
+	// 1 (every upload is compressed again by the server, so speed counts:
+	// level 3, zstd's own default, costs about three times the CPU of
+	// everything else an upload costs, for files about a tenth smaller),
+	// and xz's default.
 	CompressionLevel int
 	// MaxNARSize bounds an uploaded NAR, both as sent and as it expands;
 	// 0 means DefaultMaxNARSize, < 0 no limit.
@@ -162,6 +166,9 @@ func New(opts Options) (*Server, error) {
 	}
 	if _, err := compress.ParseStored(opts.Compression); err != nil {
 		return nil, err
+	}
+	if opts.Compression == compress.Zstd && opts.CompressionLevel == 0 {
+		opts.CompressionLevel = 1
 	}
 	if opts.MaxNARSize == 0 {
 		opts.MaxNARSize = DefaultMaxNARSize

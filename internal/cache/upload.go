@@ -220,10 +220,17 @@ func (s *Server) receiveNAR(ctx context.Context, body io.Reader, max int64) (_ *
 		return nil, errorf(http.StatusBadRequest, "NAR upload (%s): %v", method, err)
 	}
 	defer dec.Close()
-	enc, err := compress.NewWriter(s.opts.Compression, io.MultiWriter(res.nar, storedHash), s.opts.CompressionLevel)
+	syncEnc, err := compress.NewWriter(s.opts.Compression, io.MultiWriter(res.nar, storedHash), s.opts.CompressionLevel)
 	if err != nil {
 		return nil, internal("store NAR", err)
 	}
+	enc := newAsyncWriter(syncEnc)
+	encClosed := false
+	defer func() {
+		if !encClosed {
+			enc.Close()
+		}
+	}()
 	lenc, err := compress.NewWriter(compress.Zstd, res.listing, 0)
 	if err != nil {
 		return nil, internal("store listing", err)
@@ -236,6 +243,7 @@ func (s *Server) receiveNAR(ctx context.Context, body io.Reader, max int64) (_ *
 	nr := nar.NewReader(io.TeeReader(src, io.MultiWriter(narHash, &encWriter{enc})))
 	nr.SetLimits(s.opts.NARLimits)
 	err = nar.WriteReaderListing(&encWriter{lenc}, nr)
+	encClosed = true
 	if cerr := enc.Close(); err == nil && cerr != nil {
 		err = &storeError{cerr}
 	}
