@@ -17,6 +17,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/silo-cache/silo/internal/blob/disk"
 	"github.com/silo-cache/silo/internal/cache"
 	"github.com/silo-cache/silo/internal/compress"
@@ -456,8 +457,9 @@ func runServe(ctx context.Context, env *Env, f *serveFlags) error {
 	if minRate == 0 {
 		minRate = -1
 	}
+	reg := prometheus.NewRegistry()
 	srv, err := cache.New(cache.Options{
-		Meta: m, Blobs: blobs,
+		Meta: m, Blobs: blobs, Registry: reg,
 		Compression: f.compression, CompressionLevel: f.compressionLevel,
 		MaxNARSize: orNone(int64(f.maxNARSize)), MaxNARExpansion: orNone(f.maxNARExpansion),
 		NARLimits:  nar.Limits{MaxObjects: f.maxNARObjects, MaxDepth: f.maxNARDepth},
@@ -473,6 +475,12 @@ func runServe(ctx context.Context, env *Env, f *serveFlags) error {
 	if err != nil {
 		return fmt.Errorf("serve: %w", err)
 	}
+	reg.MustRegister(
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "silo_connections_refused_total",
+			Help: "Connections answered 503 and closed: past --max-connections or --max-connections-per-ip."},
+			func() float64 { return float64(hs.guard.Rejected()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "silo_connections_open", Help: "Connections open on --listen."},
+			func() float64 { return float64(hs.guard.Open()) }))
 	lim := hs.guard.Limits()
 	log.Info("silo serve listening", "url", hs.url, "data_dir", f.dataDir, "compression", f.compression,
 		"max_connections", lim.MaxConns, "max_connections_per_ip", lim.MaxConnsPerAddr)

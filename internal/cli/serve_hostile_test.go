@@ -294,7 +294,7 @@ func TestServeMetricsListen(t *testing.T) {
 	}
 	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	if resp.StatusCode != 200 || !strings.Contains(string(body), `silo_cache_paths{cache="secret"}`) {
+	if resp.StatusCode != 200 || !strings.Contains(string(body), `silo_cache_paths{cache="secret"}`) || !strings.Contains(string(body), "silo_connections_refused_total 0") {
 		t.Errorf("--metrics-listen %s: %s\n%.500s", murl, resp.Status, body)
 	}
 }

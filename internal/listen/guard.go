@@ -102,6 +102,13 @@ func (g *Guard) Limits() Limits { l := g.lim; l.Rate = g.rate; return l }
 // Rejected returns how many connections were refused so far.
 func (g *Guard) Rejected() int64 { return g.rejected.Load() }
 
+// Open returns how many connections are open.
+func (g *Guard) Open() int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.open
+}
+
 // Accept returns the next connection within the limits.
 func (g *Guard) Accept() (net.Conn, error) {
 	for {
