@@ -88,3 +88,27 @@ func BenchmarkReceiveNAR(b *testing.B) {
 		res.abort()
 	}
 }
+
+// BenchmarkReceiveSmallNAR is BenchmarkReceiveNAR for a path of 64 KiB,
+// as most of a closure's paths are: per-upload costs dominate.
+func BenchmarkReceiveSmallNAR(b *testing.B) {
+	e := newEnv(b, Options{})
+	raw := make([]byte, 32<<10)
+	rand.Read(raw)
+	nar := dirNAR("f1", hex.EncodeToString(raw))
+	var buf bytes.Buffer
+	w, _ := compress.NewWriter(compress.Zstd, &buf, 1)
+	w.Write(nar)
+	w.Close()
+	file := buf.Bytes()
+	b.SetBytes(int64(len(nar)))
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		res, err := e.srv.receiveNAR(context.Background(), bytes.NewReader(file), 0)
+		if err != nil {
+			b.Fatal(err)
+		}
+		res.abort()
+	}
+}
