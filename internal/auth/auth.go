@@ -34,6 +34,9 @@ var (
 	// ErrRejected is returned (wrapped) for a token that is unknown,
 	// revoked, expired or wrong.
 	ErrRejected = errors.New("token rejected")
+	// ErrExpired is returned (wrapped) for a token whose secret matches
+	// but which has expired; it wraps ErrRejected.
+	ErrExpired = fmt.Errorf("%w (expired)", ErrRejected)
 )
 
 var enc = base32.NewEncoding("abcdefghijklmnopqrstuvwxyz234567").WithPadding(base32.NoPadding)
@@ -88,7 +91,7 @@ func Check(rec meta.Token, text string, now time.Time) error {
 		return fmt.Errorf("%w: token %s does not match its record", ErrRejected, rec.ID)
 	}
 	if !rec.Expires.IsZero() && !now.Before(rec.Expires) {
-		return fmt.Errorf("%w: token %s expired at %s (create a new one with silo token create)", ErrRejected, rec.ID, rec.Expires.UTC().Format(time.RFC3339))
+		return fmt.Errorf("%w: token %s expired at %s (create a new one with silo token create)", ErrExpired, rec.ID, rec.Expires.UTC().Format(time.RFC3339))
 	}
 	return nil
 }

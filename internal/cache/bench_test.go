@@ -1,6 +1,10 @@
 package cache
 
 import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"net/http"
 	"net/http/httptest"
 	"testing"
@@ -58,4 +62,53 @@ func BenchmarkNarInfoHTTP(b *testing.B) {
 			resp.Body.Close()
 		}
 	})
+}
+
+// BenchmarkReceiveNAR measures verifying and storing a 16 MiB NAR (half
+// random bytes, half their hex dump, as bench/push.sh's large paths) sent
+// zstd-compressed at level 1, as silo push sends it.
+func BenchmarkReceiveNAR(b *testing.B) {
+	e := newEnv(b, Options{})
+	raw := make([]byte, 4<<20)
+	rand.Read(raw)
+	hexed := []byte(hex.EncodeToString(raw))
+	nar := dirNAR("a", string(raw), "b", string(hexed[:8<<20]), "c", string(raw[:4<<20]))
+	var buf bytes.Buffer
+	w, _ := compress.NewWriter(compress.Zstd, &buf, 1)
+	w.Write(nar)
+	w.Close()
+	file := buf.Bytes()
+	b.SetBytes(int64(len(nar)))
+	b.ResetTimer()
+	for b.Loop() {
+		res, err := e.srv.receiveNAR(context.Background(), bytes.NewReader(file), 0)
+		if err != nil {
+			b.Fatal(err)
+		}
+		res.abort()
+	}
+}
+
+// BenchmarkReceiveSmallNAR is BenchmarkReceiveNAR for a path of 64 KiB,
+// as most of a closure's paths are: per-upload costs dominate.
+func BenchmarkReceiveSmallNAR(b *testing.B) {
+	e := newEnv(b, Options{})
+	raw := make([]byte, 32<<10)
+	rand.Read(raw)
+	nar := dirNAR("f1", hex.EncodeToString(raw))
+	var buf bytes.Buffer
+	w, _ := compress.NewWriter(compress.Zstd, &buf, 1)
+	w.Write(nar)
+	w.Close()
+	file := buf.Bytes()
+	b.SetBytes(int64(len(nar)))
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		res, err := e.srv.receiveNAR(context.Background(), bytes.NewReader(file), 0)
+		if err != nil {
+			b.Fatal(err)
+		}
+		res.abort()
+	}
 }

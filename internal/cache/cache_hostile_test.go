@@ -551,7 +551,7 @@ func TestHostileDecompressionBombMemory(t *testing.T) {
 // clients send at once: each verification holds two temporary blobs.
 func TestHostileConcurrentUploadsBounded(t *testing.T) {
 	const slots, clients = 2, 6
-	e := newEnv(t, Options{MaxUploads: slots})
+	e := newEnv(t, Options{MaxUploads: slots, MaxUploadsPerCache: slots})
 	e.cache("main", true)
 	tok := e.token("main", meta.PermPush, time.Time{})
 	tmp := filepath.Join(e.blobs.Root(), ".tmp")
@@ -611,8 +611,8 @@ func TestHostileConcurrentUploadsBounded(t *testing.T) {
 	}
 }
 
-// /metrics, which anyone may read, names no store path or hash part of a
-// private cache, whatever requests were made.
+// /metrics names no store path or hash part of a private cache, whatever
+// requests were made.
 func TestHostileMetricsLeakNoPaths(t *testing.T) {
 	e := newEnv(t, Options{})
 	e.cache("priv", false)
@@ -626,7 +626,7 @@ func TestHostileMetricsLeakNoPaths(t *testing.T) {
 	e.do("GET", "/priv/"+u.narinfoPath(), "", nil)
 	e.do("GET", "/priv/log/"+u.path.Base(), "", nil)
 	e.do("GET", "/priv/nar/"+u.path.Base(), tok, nil)
-	st, body := e.do("GET", "/metrics", "", nil)
+	st, body := e.do("GET", "/metrics", e.token("*", meta.PermAdmin, time.Time{}), nil)
 	if st != 200 {
 		t.Fatalf("metrics: %d", st)
 	}

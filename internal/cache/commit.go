@@ -9,8 +9,10 @@ import (
 	"net/http"
 	"strings"
 
+	"github.com/silo-cache/silo/internal/compress"
 	"github.com/silo-cache/silo/internal/hash"
 	"github.com/silo-cache/silo/internal/meta"
+	"github.com/silo-cache/silo/internal/nar"
 	"github.com/silo-cache/silo/internal/narinfo"
 	"github.com/silo-cache/silo/internal/nix32"
 	"github.com/silo-cache/silo/internal/signature"
@@ -18,7 +20,10 @@ import (
 )
 
 // putNarInfo makes a path visible: its narinfo must match a verified
-// upload to this cache, and its references must be in the cache.
+// upload to this cache (and, with RequireClosure, its references must be
+// in the cache). The first narinfo of a path wins, atomically: another
+// for the same path is accepted only if it says the same (or with an
+// admin token, which replaces it).
 func (s *Server) putNarInfo(w http.ResponseWriter, r *http.Request, c meta.Cache, rest string) error {
 	ctx := r.Context()
 	h, err := hashPartOf(rest, ".narinfo")
@@ -30,7 +35,7 @@ func (s *Server) putNarInfo(w http.ResponseWriter, r *http.Request, c meta.Cache
 		return internal("load the signing key of cache "+c.Name, err)
 	}
 	var body strings.Builder
-	if _, err := copyLimited(&body, r.Body, narinfo.MaxSize); err != nil {
+	if _, err := copyLimited(&body, s.body(w, r), narinfo.MaxSize); err != nil {
 		return err
 	}
 	ni, err := narinfo.ParseString(storepath.Dir(c.StoreDir), body.String())
@@ -59,17 +64,12 @@ func (s *Server) putNarInfo(w http.ResponseWriter, r *http.Request, c meta.Cache
 			return err
 		}
 	}
-
-	// First writer wins: a path is never silently replaced by another NAR
-	// (a push token must not poison what clients already trust). The same
-	// NAR again is a no-op; an admin token may replace.
-	if old, err := s.meta.Path(ctx, c.ID, h); err == nil && old.NarHash != n.NarHash {
-		if s.authorize(r, c, meta.PermAdmin) != nil {
-			s.metrics.reject("conflict")
-			return errorf(http.StatusConflict, "narinfo rejected: cache %s already holds %s with NarHash %s, not %s; a path is not replaced by a different NAR (an admin token may replace it)", c.Name, ni.StorePath, old.NarHash, n.NarHash)
+	if ni.CA != "" {
+		// As Nix checks on import: the content address must be the NAR's.
+		if err := s.checkCA(ctx, ni, n); err != nil {
+			s.metrics.reject("ca")
+			return err
 		}
-	} else if err != nil && !errors.Is(err, meta.ErrNotFound) {
-		return internal("look up the existing path", err)
 	}
 
 	// Describe what is served, signed by the cache.
@@ -82,7 +82,30 @@ func (s *Server) putNarInfo(w http.ResponseWriter, r *http.Request, c meta.Cache
 	served.FileSize = uint64(n.FileSize)
 	served.Sigs = append([]signature.Signature(nil), ni.Sigs...)
 	served.Sign(key)
-	err = s.meta.PutPath(ctx, meta.Path{CacheID: c.ID, HashPart: h, StorePath: ni.StorePath.String(), NarHash: n.NarHash, NarInfo: served.String()})
+	p := meta.Path{CacheID: c.ID, HashPart: h, StorePath: ni.StorePath.String(), NarHash: n.NarHash, NarInfo: served.String()}
+	err = s.meta.PutPath(ctx, p)
+	replaced := false
+	if errors.Is(err, meta.ErrExists) {
+		// First writer wins: a path is never silently changed (a push
+		// token must not rewrite what clients already trust, its
+		// references above all). The same narinfo again is a no-op.
+		old, lerr := s.meta.Path(ctx, c.ID, h)
+		if lerr != nil {
+			return internal("look up the existing path", lerr)
+		}
+		diffs := narinfoDiffs(old.NarInfo, ni, key.Name(), storepath.Dir(c.StoreDir))
+		if len(diffs) == 0 {
+			w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+			fmt.Fprintf(w, "cache %s already holds %s with this narinfo\n", c.Name, ni.StorePath)
+			return nil
+		}
+		if s.authorize(r, c, meta.PermAdmin) != nil {
+			s.metrics.reject("conflict")
+			return errorf(http.StatusConflict, "narinfo rejected: cache %s already holds %s, with another %s; a path is not replaced once stored, nor its narinfo changed (an admin token may replace it)", c.Name, ni.StorePath, strings.Join(diffs, ", "))
+		}
+		err = s.meta.ReplacePath(ctx, p)
+		replaced = true
+	}
 	if errors.Is(err, meta.ErrNotFound) {
 		return errorf(http.StatusConflict, "narinfo rejected: NAR %s or cache %s vanished meanwhile; upload again", n.NarHash, c.Name)
 	}
@@ -90,8 +113,146 @@ func (s *Server) putNarInfo(w http.ResponseWriter, r *http.Request, c meta.Cache
 		return internal("store path", err)
 	}
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-	fmt.Fprintf(w, "stored %s in cache %s\n", ni.StorePath, c.Name)
+	if replaced {
+		fmt.Fprintf(w, "replaced %s in cache %s\n", ni.StorePath, c.Name)
+	} else {
+		fmt.Fprintf(w, "stored %s in cache %s\n", ni.StorePath, c.Name)
+	}
 	return nil
+}
+
+// narinfoDiffs names the fields in which ni says something else than the
+// stored narinfo text old, leaving out what the server sets itself (URL,
+// Compression, FileHash, FileSize) and signatures by the cache's own key.
+func narinfoDiffs(old string, ni *narinfo.NarInfo, cacheKey string, dir storepath.Dir) []string {
+	o, err := narinfo.ParseString(dir, old)
+	if err != nil {
+		return []string{"narinfo (the stored one does not parse)"}
+	}
+	var diffs []string
+	if o.NarHash != ni.NarHash || o.NarSize != ni.NarSize {
+		diffs = append(diffs, "NAR")
+	}
+	if !samePaths(o.References, ni.References) {
+		diffs = append(diffs, "References")
+	}
+	if o.Deriver != ni.Deriver {
+		diffs = append(diffs, "Deriver")
+	}
+	if o.System != ni.System {
+		diffs = append(diffs, "System")
+	}
+	if o.CA != ni.CA {
+		diffs = append(diffs, "CA")
+	}
+	if !sameSigs(o.Sigs, ni.Sigs, cacheKey) {
+		diffs = append(diffs, "Sig")
+	}
+	return diffs
+}
+
+func samePaths(a, b []storepath.Path) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	set := make(map[storepath.Path]bool, len(a))
+	for _, p := range a {
+		set[p] = true
+	}
+	for _, p := range b {
+		if !set[p] {
+			return false
+		}
+	}
+	return true
+}
+
+func sameSigs(a, b []signature.Signature, skipKey string) bool {
+	set := map[string]bool{}
+	for _, s := range a {
+		if s.KeyName != skipKey {
+			set[s.String()] = true
+		}
+	}
+	n := 0
+	for _, s := range b {
+		if s.KeyName == skipKey {
+			continue
+		}
+		if !set[s.String()] {
+			return false
+		}
+		n++
+	}
+	return n == len(set)
+}
+
+// checkCA checks a narinfo's content address against the NAR it names,
+// as Nix does when it imports the path: a recursive (fixed:r:) hash is of
+// the whole NAR, a flat (fixed:) or text hash of the single regular file
+// the NAR must hold. (That the CA yields the store path is checked
+// before.) Only a recursive sha256 hash, the NarHash itself, needs no
+// reading of the stored NAR.
+func (s *Server) checkCA(ctx context.Context, ni *narinfo.NarInfo, n meta.NAR) error {
+	ca, err := narinfo.ParseCA(ni.CA)
+	if err != nil {
+		return errorf(http.StatusBadRequest, "narinfo rejected: CA %q: %v", ni.CA, err)
+	}
+	if ca.Recursive && ca.Hash.Algo() == hash.SHA256 {
+		if ca.Hash != ni.NarHash {
+			return errorf(http.StatusBadRequest, "narinfo rejected: CA %s is not the NAR's hash (%s): Nix would refuse the path", ni.CA, ni.NarHash)
+		}
+		return nil
+	}
+	got, err := s.hashStoredNAR(ctx, n, ca.Recursive, ca.Hash.Algo())
+	if err != nil {
+		return err
+	}
+	if got != ca.Hash {
+		what := "its file's contents hash"
+		if ca.Recursive {
+			what = "the NAR hashes"
+		}
+		return errorf(http.StatusBadRequest, "narinfo rejected: CA %s does not match the NAR: %s to %s: Nix would refuse the path", ni.CA, what, got)
+	}
+	return nil
+}
+
+// hashStoredNAR hashes the stored NAR n with algo: all of it if
+// recursive, else the contents of the single regular file it must hold.
+func (s *Server) hashStoredNAR(ctx context.Context, n meta.NAR, recursive bool, algo hash.Algo) (hash.Hash, error) {
+	f, err := s.blobs.Open(ctx, n.BlobKey)
+	if err != nil {
+		return hash.Hash{}, internal("open "+n.BlobKey, err)
+	}
+	defer f.Close()
+	dec, err := compress.NewReader(n.Compression, bufio.NewReaderSize(f, 64<<10))
+	if err != nil {
+		return hash.Hash{}, internal("decompress "+n.BlobKey, err)
+	}
+	defer dec.Close()
+	hw := hash.NewWriter(algo)
+	if recursive {
+		if _, err := io.Copy(hw, dec); err != nil {
+			return hash.Hash{}, internal("read "+n.BlobKey, err)
+		}
+		return hw.Sum(), nil
+	}
+	nr := nar.NewReader(dec)
+	h, err := nr.Next()
+	if err != nil {
+		return hash.Hash{}, internal("read "+n.BlobKey, err)
+	}
+	if h.Type != nar.TypeRegular {
+		return hash.Hash{}, errorf(http.StatusBadRequest, "narinfo rejected: a flat or text content address needs a NAR of one regular file, and this one is a %s", h.Type)
+	}
+	if _, err := io.Copy(hw, nr); err != nil {
+		return hash.Hash{}, internal("read "+n.BlobKey, err)
+	}
+	if _, err := nr.Next(); err != io.EOF {
+		return hash.Hash{}, internal("read "+n.BlobKey, err)
+	}
+	return hw.Sum(), nil
 }
 
 // uploadedNAR returns the stored NAR a narinfo's URL names, checking that
@@ -151,17 +312,16 @@ func (s *Server) putListing(w http.ResponseWriter, r *http.Request, c meta.Cache
 	if _, err := hashPartOf(rest, ".ls"); err != nil {
 		return errorf(http.StatusBadRequest, "%s", err.(*httpError).msg)
 	}
-	if _, err := copyLimited(io.Discard, r.Body, 256<<20); err != nil {
+	if _, err := copyLimited(io.Discard, s.body(w, r), 256<<20); err != nil {
 		return err
 	}
 	w.WriteHeader(http.StatusNoContent)
 	return nil
 }
 
-// maxLogSize bounds an uploaded build log.
-const maxLogSize = 1 << 30
-
-// putLog stores a build log, as `nix store copy-log --to` sends it.
+// putLog stores a build log, as `nix store copy-log --to` sends it. The
+// first log of a derivation wins (an admin token replaces it), and each
+// cache's logs are held to LogLimits.
 func (s *Server) putLog(w http.ResponseWriter, r *http.Request, c meta.Cache, rest string) error {
 	ctx := r.Context()
 	drv := strings.TrimPrefix(rest, "log/")
@@ -169,21 +329,48 @@ func (s *Server) putLog(w http.ResponseWriter, r *http.Request, c meta.Cache, re
 	if err != nil || !p.IsDerivation() {
 		return errorf(http.StatusBadRequest, "log/%s: not the base name of a derivation (<hash>-<name>.drv)", drv)
 	}
+	if r.ContentLength > s.opts.MaxLogSize {
+		return errorf(http.StatusRequestEntityTooLarge, "build log of %d bytes; this server accepts at most %d (--max-log-size)", r.ContentLength, s.opts.MaxLogSize)
+	}
+	// Refuse a second log before reading it.
+	admin := false
+	if _, err := s.meta.Log(ctx, c.ID, drv); err == nil {
+		if admin = s.authorize(r, c, meta.PermAdmin) == nil; !admin {
+			return errorf(http.StatusConflict, "cache %s already holds a build log for %s; it is never replaced (an admin token may replace it)", c.Name, drv)
+		}
+	} else if !errors.Is(err, meta.ErrNotFound) {
+		return internal("look up log", err)
+	}
 	bw, err := s.blobs.Create(ctx)
 	if err != nil {
 		return internal("store log", err)
 	}
 	defer bw.Abort()
 	hw := hash.NewWriter(hash.SHA256)
-	body := &idleReader{r: r.Body, rc: http.NewResponseController(w), idle: s.opts.UploadIdleTimeout}
-	if _, err := copyLimited(io.MultiWriter(bw, hw), bufio.NewReader(body), maxLogSize); err != nil {
+	if _, err := copyLimited(io.MultiWriter(bw, hw), bufio.NewReader(s.body(w, r)), s.opts.MaxLogSize); err != nil {
 		return err
 	}
 	key := "log/" + hw.Sum().Nix32()
 	if err := bw.Commit(ctx, key); err != nil {
 		return internal("store log", err)
 	}
-	if err := s.meta.PutLog(ctx, meta.Log{CacheID: c.ID, Drv: drv, BlobKey: key, Size: int64(hw.Size())}); err != nil {
+	l := meta.Log{CacheID: c.ID, Drv: drv, BlobKey: key, Size: int64(hw.Size())}
+	if admin {
+		err = s.meta.ReplaceLog(ctx, l)
+	} else {
+		err = s.meta.PutLog(ctx, l, s.opts.LogLimits)
+	}
+	switch {
+	case errors.Is(err, meta.ErrExists):
+		if old, lerr := s.meta.Log(ctx, c.ID, drv); lerr == nil && old.BlobKey == key {
+			break // the same log, raced with itself
+		}
+		return errorf(http.StatusConflict, "cache %s already holds a build log for %s; it is never replaced (an admin token may replace it)", c.Name, drv)
+	case errors.Is(err, meta.ErrLimit):
+		return errorf(http.StatusInsufficientStorage, "cache %s holds as many build logs as it may (%d logs or %d bytes: --max-logs-per-cache, --max-log-bytes-per-cache)", c.Name, s.opts.LogLimits.Count, s.opts.LogLimits.Bytes)
+	case errors.Is(err, meta.ErrNotFound):
+		return errorf(http.StatusNotFound, "cache %s was deleted during the upload", c.Name)
+	case err != nil:
 		return internal("record log", err)
 	}
 	w.WriteHeader(http.StatusNoContent)
@@ -197,7 +384,7 @@ const MaxMissingQuery = 100_000
 // cache has no path for, one per line, in the order asked.
 func (s *Server) missing(w http.ResponseWriter, r *http.Request, c meta.Cache, _ string) error {
 	var parts []string
-	sc := bufio.NewScanner(io.LimitReader(r.Body, MaxMissingQuery*(storepath.HashLen+2)+1))
+	sc := bufio.NewScanner(io.LimitReader(s.body(w, r), MaxMissingQuery*(storepath.HashLen+2)+1))
 	for line := 1; sc.Scan(); line++ {
 		h := strings.TrimSpace(sc.Text())
 		if h == "" {

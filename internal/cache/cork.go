@@ -14,8 +14,16 @@ type connKey struct{}
 // (see cork). Without it files are sent uncorked, which is correct but
 // costs more packets and wake-ups per file.
 func ConnContext(ctx context.Context, c net.Conn) context.Context {
-	if tc, ok := c.(*net.TCPConn); ok {
-		return context.WithValue(ctx, connKey{}, tc)
+	// Below wrappers (listen.Conn, tls.Conn) that expose what they wrap.
+	for range 4 {
+		if tc, ok := c.(*net.TCPConn); ok {
+			return context.WithValue(ctx, connKey{}, tc)
+		}
+		u, ok := c.(interface{ NetConn() net.Conn })
+		if !ok {
+			break
+		}
+		c = u.NetConn()
 	}
 	return ctx
 }

@@ -169,6 +169,21 @@ func compressed(t testing.TB, method string, data []byte) []byte {
 	return buf.Bytes()
 }
 
+// storedForm is what the server stores for nar: its own compression.
+func (e *testEnv) storedForm(nar []byte) []byte {
+	e.t.Helper()
+	var buf bytes.Buffer
+	w, err := compress.NewWriter(e.srv.opts.Compression, &buf, e.srv.opts.CompressionLevel)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	w.Write(nar)
+	if err := w.Close(); err != nil {
+		e.t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
 // upload is one store path as Nix would push it.
 type upload struct {
 	path    storepath.Path

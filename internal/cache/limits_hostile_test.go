@@ -4,6 +4,7 @@ package cache
 
 import (
 	"context"
+	"crypto/rand"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -63,7 +64,9 @@ func TestHostileFullStoreIs507(t *testing.T) {
 	e.ts = httptestServer(t, e.srv)
 	e.cache("main", true)
 	tok := e.token("main", meta.PermPush, time.Time{})
-	u := newUpload(t, "wide", manyFilesNAR(20000), compress.Zstd)
+	noise := make([]byte, 3<<20) // incompressible: more than the store holds
+	rand.Read(noise)
+	u := newUpload(t, "wide", dirNAR("noise", string(noise)), compress.Zstd)
 	t.Logf("NAR %d KiB, sent %d KiB", len(u.nar)>>10, len(u.file)>>10)
 	if st, body := e.do("PUT", "/main/"+u.url, tok, u.file); st != 507 {
 		t.Errorf("upload into a full store = %d %q, want 507", st, body)

@@ -2,6 +2,7 @@ package cache
 
 import (
 	"context"
+	"bufio"
 	"errors"
 	"fmt"
 	"io"
@@ -70,10 +71,10 @@ func blobError(key string, err error) error {
 	return internal("open "+key, err)
 }
 
-// serveBlob serves a stored blob with Range support; for the disk store
-// the copy is a sendfile. An immutable blob (a NAR) may instead be a
-// redirect to the blob store, if it offers that.
-func (s *Server) serveBlob(w http.ResponseWriter, r *http.Request, key, contentType string, immutable bool) error {
+// serveBlob serves a stored blob of cache c with Range support; for the
+// disk store the copy is a sendfile. An immutable blob (named by its
+// hash) may be kept by caches in front, shared ones only if c is public.
+func (s *Server) serveBlob(w http.ResponseWriter, r *http.Request, c meta.Cache, key, contentType string, immutable bool) error {
 	if rd, ok := s.blobs.(redirector); ok && immutable {
 		if url, on, err := rd.RedirectURL(r.Context(), key); on {
 			if err != nil {
@@ -93,7 +94,11 @@ func (s *Server) serveBlob(w http.ResponseWriter, r *http.Request, key, contentT
 	hdr.Set("Content-Type", contentType)
 	if immutable {
 		// The key names the bytes (their hash), so it is a strong ETag.
-		hdr.Set("Cache-Control", "public, max-age=31536000, immutable")
+		if c.Public {
+			hdr.Set("Cache-Control", "public, max-age=31536000, immutable")
+		} else {
+			hdr.Set("Cache-Control", "private, max-age=31536000, immutable")
+		}
 		hdr.Set("ETag", `"`+key+`"`)
 	}
 	defer cork(r)()
@@ -109,7 +114,7 @@ func (s *Server) getNAR(w http.ResponseWriter, r *http.Request, c meta.Cache, re
 	ctx := r.Context()
 	n, err := s.view.servedNAR(ctx, infoOf(r).gen, c.ID, rest)
 	if err == nil {
-		return s.serveBlob(w, r, n.BlobKey, "application/x-nix-nar", true)
+		return s.serveBlob(w, r, c, n.BlobKey, "application/x-nix-nar", true)
 	}
 	if !errors.Is(err, meta.ErrNotFound) {
 		return internal("look up NAR", err)
@@ -183,7 +188,62 @@ func (s *Server) getListing(w http.ResponseWriter, r *http.Request, c meta.Cache
 	if err != nil {
 		return internal("look up NAR", err)
 	}
-	return s.serveBlob(w, r, n.ListingKey, "application/json", false)
+	if !strings.HasSuffix(n.ListingKey, ".zst") {
+		return s.serveBlob(w, r, c, n.ListingKey, "application/json", false) // stored before listings were compressed
+	}
+	return s.serveCompressedListing(w, r, n.ListingKey)
+}
+
+// serveCompressedListing serves a zstd-compressed listing: as it is
+// stored to a client that accepts zstd, decompressed to others (Nix 2.8
+// sends no Accept-Encoding).
+func (s *Server) serveCompressedListing(w http.ResponseWriter, r *http.Request, key string) error {
+	f, err := s.blobs.Open(r.Context(), key)
+	if err != nil {
+		return internal("open "+key, err)
+	}
+	defer f.Close()
+	hdr := w.Header()
+	hdr.Set("Content-Type", "application/json")
+	hdr.Add("Vary", "Accept-Encoding")
+	if acceptsZstd(r) {
+		hdr.Set("Content-Encoding", "zstd")
+		http.ServeContent(w, r, "", noModTime, f)
+		return nil
+	}
+	if r.Method == http.MethodHead {
+		return nil
+	}
+	dec, err := compress.NewReader(compress.Zstd, bufio.NewReaderSize(f, 32<<10))
+	if err != nil {
+		return internal("decompress "+key, err)
+	}
+	defer dec.Close()
+	if _, err := io.Copy(w, dec); err != nil {
+		// Headers are sent; the short body tells the client.
+		setLogError(r, fmt.Errorf("stream %s decompressed: %w", key, err))
+	}
+	return nil
+}
+
+// acceptsZstd reports whether the request's Accept-Encoding allows zstd.
+func acceptsZstd(r *http.Request) bool {
+	for _, v := range r.Header.Values("Accept-Encoding") {
+		for _, part := range strings.Split(v, ",") {
+			name, params, _ := strings.Cut(strings.TrimSpace(part), ";")
+			if !strings.EqualFold(strings.TrimSpace(name), "zstd") {
+				continue
+			}
+			q := 1.0
+			for _, p := range strings.Split(params, ";") {
+				if v, ok := strings.CutPrefix(strings.TrimSpace(p), "q="); ok {
+					q, _ = strconv.ParseFloat(v, 64)
+				}
+			}
+			return q > 0
+		}
+	}
+	return false
 }
 
 func (s *Server) getLog(w http.ResponseWriter, r *http.Request, c meta.Cache, rest string) error {
@@ -195,5 +255,5 @@ func (s *Server) getLog(w http.ResponseWriter, r *http.Request, c meta.Cache, re
 	if err != nil {
 		return internal("look up log", err)
 	}
-	return s.serveBlob(w, r, l.BlobKey, "text/plain; charset=utf-8", false)
+	return s.serveBlob(w, r, c, l.BlobKey, "text/plain; charset=utf-8", false)
 }

@@ -12,11 +12,33 @@
 //   - Narinfos served describe what is served: the stored file's URL,
 //     compression, hash and size, the uploader's signatures and the
 //     cache's own.
+//   - First writer wins: a path's narinfo, once stored, is never changed
+//     (NAR, references, deriver, signatures, CA), atomically however many
+//     race (meta.PutPath); the same narinfo again is a no-op; only an
+//     admin token replaces it. The same holds for build logs, and each
+//     cache's logs are bounded in count and bytes.
+//   - A CA field is checked against the NAR (and the store path) as Nix
+//     checks it on import.
+//   - The stored form of a NAR is the server's own compression of exactly
+//     its bytes, whatever the client sent, so a NAR stored once for several
+//     caches carries nothing of its first uploader, and what a cache
+//     serves does not reveal whether another cache held the NAR.
+//   - Uploads cost what they send: limits on NAR size and expansion,
+//     objects and depth (nar.Limits), listings stored compressed; upload
+//     slots per cache and overall, and every request body held to an idle
+//     time and a minimum rate.
 //   - Every request first checks meta.Version; caches, tokens and
 //     narinfos remembered from earlier requests are dropped when it
 //     changed, so admin commands (token revoke, cache delete) take effect
 //     on the next request. A private cache answers 401 to every
-//     unauthenticated request, existing path or not.
+//     unauthenticated request, existing path or not, and a cache that
+//     does not exist answers as a private one, so names cannot be probed;
+//     an unknown token ID answers as a wrong secret. Every answer about a
+//     private cache says Cache-Control: private, refusals no-store.
+//   - /metrics answers only admin tokens and names only the caches they
+//     administer; the per-cache sums are computed at most once per
+//     UsageInterval, not per scrape (MetricsHandler serves everything,
+//     for an address of its own).
 //   - One server per metadata store (silo serve locks its data directory).
 //   - Only the garbage collector deletes NARs and blobs, holding gcMu
 //     exclusively; uploads hold it shared from the moment they find or
@@ -40,6 +62,7 @@ import (
 	"github.com/silo-cache/silo/internal/blob"
 	"github.com/silo-cache/silo/internal/compress"
 	"github.com/silo-cache/silo/internal/meta"
+	"github.com/silo-cache/silo/internal/nar"
 )
 
 // Options configure a Server. Zero values mean the documented defaults.
@@ -48,29 +71,77 @@ type Options struct {
 	Blobs blob.Store // required
 	// Compression is how NARs are stored and served: zstd (default), xz or none.
 	Compression string
-	// CompressionLevel is passed to the compressor; 0 is its default.
+	// CompressionLevel is passed to the compressor. 0 means zstd's level
+	// 1 (every upload is compressed again by the server, so speed counts:
+	// level 3, zstd's own default, costs about three times the CPU of
+	// everything else an upload costs, for files about a tenth smaller),
+	// and xz's default.
 	CompressionLevel int
-	// MaxNARSize bounds an uploaded NAR file's size; 0 means no limit.
+	// MaxNARSize bounds an uploaded NAR, both as sent and as it expands;
+	// 0 means DefaultMaxNARSize, < 0 no limit.
 	MaxNARSize int64
+	// MaxNARExpansion bounds how many times its size as sent an upload
+	// may expand to, past its first 256 MiB: a decompression bomb of a few
+	// KiB then costs no more than an honest upload. 0 means
+	// DefaultMaxNARExpansion, < 0 no limit.
+	MaxNARExpansion int64
+	// NARLimits bound the objects and nesting of an uploaded NAR; zero
+	// fields mean nar.Limits' defaults.
+	NARLimits nar.Limits
 	// MaxUploads bounds the NAR uploads verified at once; more wait their
 	// turn. 0 means 4 per CPU.
 	MaxUploads int
-	// UploadIdleTimeout ends an upload whose client sends nothing for this
-	// long; 0 means 2 minutes.
+	// MaxUploadsPerCache bounds the uploads to one cache verified at once,
+	// so that one tenant cannot hold every slot; 0 means half of
+	// MaxUploads (at least 1).
+	MaxUploadsPerCache int
+	// UploadWait is how long an upload waits for a slot before it is
+	// answered 503 (clients retry); 0 means 1 minute.
+	UploadWait time.Duration
+	// UploadIdleTimeout ends a request body (NAR, narinfo, log, ...) whose
+	// client sends nothing for this long; 0 means 2 minutes.
 	UploadIdleTimeout time.Duration
+	// MinUploadRate is the rate in bytes per second every request body
+	// must average past UploadIdleTimeout's grace (see listen.Rate); 0
+	// means listen.DefaultMinRate, < 0 none.
+	MinUploadRate int64
 	// UploadTTL is how long a verified NAR upload waits for its narinfo
 	// before the garbage collector drops it; 0 means 24 hours.
 	UploadTTL time.Duration
+	// MaxLogSize bounds one build log; 0 means DefaultMaxLogSize.
+	MaxLogSize int64
+	// LogLimits bound each cache's build logs; zero fields mean
+	// DefaultLogLimits', negative ones no limit.
+	LogLimits meta.LogLimits
 	// RequireClosure refuses a narinfo whose references are not already in
 	// the cache. Off by default: like Nix's own binary caches (and attic,
 	// cachix), a cache may hold a path whose dependencies come from an
 	// upstream cache such as cache.nixos.org, which silo push skips.
 	RequireClosure bool
+	// UsageInterval is how often the per-cache usage metrics are computed
+	// again (a query over every path); 0 means 5 minutes. Scrapes in
+	// between cost no query.
+	UsageInterval time.Duration
 	// Logger receives request logs; nil means slog.Default().
 	Logger *slog.Logger
 	// Registry receives the server's metrics; nil means a new registry.
 	Registry *prometheus.Registry
 }
+
+// Defaults of Options.
+const (
+	// DefaultMaxNARSize is far above the largest NARs in nixpkgs (a few
+	// GiB: CUDA, TeX Live) and still bounds what one upload may cost.
+	DefaultMaxNARSize = 32 << 30
+	// DefaultMaxNARExpansion: real NARs compress 2 to 20 times; zero-filled
+	// disk images more, which is why the first 256 MiB are never refused.
+	DefaultMaxNARExpansion = 1000
+	// DefaultMaxLogSize bounds one build log (Nix's are rarely over a few MiB).
+	DefaultMaxLogSize = 64 << 20
+)
+
+// DefaultLogLimits bound each cache's build logs.
+var DefaultLogLimits = meta.LogLimits{Count: 1 << 20, Bytes: 32 << 30}
 
 // Server serves the caches. It is an http.Handler.
 type Server struct {
@@ -80,8 +151,7 @@ type Server struct {
 	log     *slog.Logger
 	metrics *metrics
 	view    *view
-	uploads chan struct{} // semaphore of MaxUploads
-	ids     *requestIDs
+	uploads *slots
 	gcMu    sync.RWMutex
 	now     func() time.Time
 }
@@ -97,14 +167,42 @@ func New(opts Options) (*Server, error) {
 	if _, err := compress.ParseStored(opts.Compression); err != nil {
 		return nil, err
 	}
+	if opts.Compression == compress.Zstd && opts.CompressionLevel == 0 {
+		opts.CompressionLevel = 1
+	}
+	if opts.MaxNARSize == 0 {
+		opts.MaxNARSize = DefaultMaxNARSize
+	}
+	if opts.MaxNARExpansion == 0 {
+		opts.MaxNARExpansion = DefaultMaxNARExpansion
+	}
 	if opts.MaxUploads <= 0 {
 		opts.MaxUploads = 4 * runtime.GOMAXPROCS(0)
+	}
+	if opts.MaxUploadsPerCache <= 0 {
+		opts.MaxUploadsPerCache = max(1, opts.MaxUploads/2)
+	}
+	if opts.UploadWait <= 0 {
+		opts.UploadWait = time.Minute
 	}
 	if opts.UploadIdleTimeout == 0 {
 		opts.UploadIdleTimeout = 2 * time.Minute
 	}
 	if opts.UploadTTL == 0 {
 		opts.UploadTTL = 24 * time.Hour
+	}
+	if opts.MaxLogSize <= 0 {
+		opts.MaxLogSize = DefaultMaxLogSize
+	}
+	if opts.LogLimits.Count == 0 {
+		opts.LogLimits.Count = DefaultLogLimits.Count
+	}
+	if opts.LogLimits.Bytes == 0 {
+		opts.LogLimits.Bytes = DefaultLogLimits.Bytes
+	}
+	opts.LogLimits.Count, opts.LogLimits.Bytes = max(0, opts.LogLimits.Count), max(0, opts.LogLimits.Bytes)
+	if opts.UsageInterval <= 0 {
+		opts.UsageInterval = 5 * time.Minute
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
@@ -113,11 +211,14 @@ func New(opts Options) (*Server, error) {
 		opts.Registry = prometheus.NewRegistry()
 	}
 	s := &Server{opts: opts, meta: opts.Meta, blobs: opts.Blobs, log: opts.Logger, now: time.Now,
-		uploads: make(chan struct{}, opts.MaxUploads), ids: newRequestIDs()}
-	s.metrics = newMetrics(opts.Registry, opts.Meta)
+		uploads: newSlots(opts.MaxUploads, opts.MaxUploadsPerCache)}
+	s.metrics = newMetrics(opts.Registry, opts.Meta, opts.UsageInterval, opts.Logger)
 	s.view = newView(opts.Meta)
 	return s, nil
 }
+
+// maxNARSize is the limit receiveNAR enforces, 0 for none.
+func (s *Server) maxNARSize() int64 { return max(0, s.opts.MaxNARSize) }
 
 // httpError is an error with the status and plain-text message a client gets.
 type httpError struct {
@@ -158,6 +259,8 @@ func writeError(w http.ResponseWriter, r *http.Request, err error) {
 	if he.status == http.StatusUnauthorized {
 		w.Header().Set("WWW-Authenticate", `Basic realm="silo"`)
 	}
+	// A refusal or a miss must not be kept by a cache in front.
+	w.Header().Set("Cache-Control", "no-store")
 	setLogError(r, err)
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	w.Header().Set("X-Content-Type-Options", "nosniff")
@@ -184,8 +287,7 @@ func (s *Server) route(w http.ResponseWriter, r *http.Request) (string, error) {
 	case "/healthz":
 		return "healthz", s.healthz(w, r)
 	case "/metrics":
-		s.metrics.handler.ServeHTTP(w, r)
-		return "metrics", nil
+		return "metrics", s.serveMetrics(w, r)
 	case "/", "":
 		return "root", s.root(w, r)
 	}
@@ -194,27 +296,40 @@ func (s *Server) route(w http.ResponseWriter, r *http.Request) (string, error) {
 	if handle == nil {
 		return kind, errorf(http.StatusNotFound, "no such endpoint: %s %s", r.Method, p)
 	}
-	if err := ValidCacheName(name); err != nil {
-		return kind, errorf(http.StatusNotFound, "no cache named %q", name)
-	}
 	gen, err := s.view.sync(r.Context())
 	if err != nil {
 		return kind, internal("read metadata version", err)
 	}
 	infoOf(r).gen = gen
-	c, err := s.view.cache(r.Context(), gen, name)
-	if errors.Is(err, meta.ErrNotFound) {
-		return kind, errorf(http.StatusNotFound, "no cache named %q on this server (create it with: silo cache create %s)", name, name)
-	}
-	if err != nil {
-		return kind, internal("look up cache", err)
-	}
 	need := meta.PermPull
 	if r.Method == http.MethodPut || r.Method == http.MethodPost || r.Method == http.MethodDelete {
 		need = meta.PermPush
 	}
+	var c meta.Cache
+	if ValidCacheName(name) == nil {
+		c, err = s.view.cache(r.Context(), gen, name)
+		if err != nil && !errors.Is(err, meta.ErrNotFound) {
+			return kind, internal("look up cache", err)
+		}
+	} else {
+		err = meta.ErrNotFound
+	}
+	if errors.Is(err, meta.ErrNotFound) {
+		// A cache that does not exist answers as a private cache the
+		// request may not read would, so that names cannot be probed;
+		// only a token whose pattern covers the name learns it is free.
+		if err := s.authorize(r, meta.Cache{Name: name}, need); err != nil {
+			return kind, err
+		}
+		return kind, errorf(http.StatusNotFound, "no cache named %q on this server (create it with: silo cache create %s)", name, name)
+	}
 	if err := s.authorizeRead(w, r, c, need); err != nil {
 		return kind, err
+	}
+	if !c.Public {
+		// Nothing of a private cache may be kept by a shared cache in
+		// front of the server (handlers may make it "private, ...").
+		w.Header().Set("Cache-Control", "private")
 	}
 	return kind, handle(s, w, r, c, rest)
 }
@@ -291,7 +406,17 @@ func ValidCacheName(name string) error {
 	return nil
 }
 
-// authorize checks that the request may do need on cache c.
+// Refusals name neither the cache nor the token beyond what the request
+// itself says: an unknown cache answers as a private one, an unknown
+// token ID as a wrong secret.
+const (
+	msgPrivate  = "cache %s is private or does not exist: authenticate with a token that grants it (netrc password, or Authorization: Bearer)"
+	msgPush     = "pushing to cache %s needs a token with push permission (netrc password, or Authorization: Bearer)"
+	msgRejected = "token %s rejected: unknown, revoked or not this token's secret (create a new one with silo token create)"
+)
+
+// authorize checks that the request may do need on cache c (a cache that
+// does not exist is given as a private one with only its name).
 func (s *Server) authorize(r *http.Request, c meta.Cache, need meta.Perm) error {
 	text, presented := auth.FromRequest(r)
 	if !presented {
@@ -299,9 +424,9 @@ func (s *Server) authorize(r *http.Request, c meta.Cache, need meta.Perm) error 
 			return nil
 		}
 		if need == meta.PermPull {
-			return errorf(http.StatusUnauthorized, "cache %s is private: authenticate with a token (netrc password, or Authorization: Bearer)", c.Name)
+			return errorf(http.StatusUnauthorized, msgPrivate, c.Name)
 		}
-		return errorf(http.StatusUnauthorized, "pushing to cache %s needs a token with push permission (netrc password, or Authorization: Bearer)", c.Name)
+		return errorf(http.StatusUnauthorized, msgPush, c.Name)
 	}
 	id, err := auth.ID(text)
 	if err != nil {
@@ -311,13 +436,16 @@ func (s *Server) authorize(r *http.Request, c meta.Cache, need meta.Perm) error 
 	if errors.Is(err, meta.ErrNotFound) {
 		// Spend the time a comparison would, so that probing IDs learns nothing.
 		auth.Check(meta.Token{Hash: make([]byte, 32)}, text, s.now())
-		return errorf(http.StatusUnauthorized, "token %s is unknown or revoked", id)
+		return &httpError{status: http.StatusUnauthorized, msg: fmt.Sprintf(msgRejected, id), err: errors.New("unknown or revoked token ID")}
 	}
 	if err != nil {
 		return internal("look up token", err)
 	}
 	if err := auth.Check(rec, text, s.now()); err != nil {
-		return &httpError{status: http.StatusUnauthorized, msg: err.Error()}
+		if errors.Is(err, auth.ErrExpired) {
+			return &httpError{status: http.StatusUnauthorized, msg: err.Error()}
+		}
+		return &httpError{status: http.StatusUnauthorized, msg: fmt.Sprintf(msgRejected, id), err: err}
 	}
 	setLogToken(r, id)
 	if auth.Allows(rec, c.Name, need) {
@@ -330,12 +458,15 @@ func (s *Server) authorize(r *http.Request, c meta.Cache, need meta.Perm) error 
 	if need == meta.PermPush {
 		verb = "push to"
 	}
+	if need == meta.PermAdmin {
+		verb = "replace paths or logs in"
+	}
 	return errorf(http.StatusForbidden, "token %s may not %s cache %s (it grants %s on caches matching %q)",
 		id, verb, c.Name, auth.PermString(rec.Perms), rec.CachePattern)
 }
 
 func (s *Server) healthz(w http.ResponseWriter, r *http.Request) error {
-	if _, err := s.meta.Caches(r.Context()); err != nil {
+	if _, err := s.meta.Version(r.Context()); err != nil {
 		return internal("metadata store", err)
 	}
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
@@ -364,7 +495,7 @@ func (s *Server) cacheInfo(w http.ResponseWriter, r *http.Request, c meta.Cache,
 // refuses a store directory other than the cache's.
 func (s *Server) putCacheInfo(w http.ResponseWriter, r *http.Request, c meta.Cache, _ string) error {
 	var buf strings.Builder
-	if _, err := copyLimited(&buf, r.Body, 64<<10); err != nil {
+	if _, err := copyLimited(&buf, s.body(w, r), 64<<10); err != nil {
 		return err
 	}
 	for _, line := range strings.Split(buf.String(), "\n") {

@@ -56,12 +56,12 @@ func TestHostileViewRemembersUnknownCacheNames(t *testing.T) {
 	for i := range n {
 		name := fmt.Sprintf("%064d", i)
 		st, _ := e.srvDo("GET", "/"+name+"/nix-cache-info")
-		if st != http.StatusNotFound {
-			t.Fatalf("GET unknown cache = %d, want 404", st)
+		if st != http.StatusUnauthorized {
+			t.Fatalf("GET unknown cache = %d, want 401 (as for a private cache)", st)
 		}
 	}
 	grew := int64(heapAfterGC()) - int64(before)
 	if grew > 2<<20 {
-		t.Errorf("after %d 404s for made-up cache names, the live heap grew by %d KiB", n, grew>>10)
+		t.Errorf("after %d refusals for made-up cache names, the live heap grew by %d KiB", n, grew>>10)
 	}
 }

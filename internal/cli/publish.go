@@ -2,15 +2,15 @@ package cli
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
-	"log/slog"
+	"io"
+	"net"
 	"net/http"
+	neturl "net/url"
 	"os"
-	"time"
+	"strings"
 
-	"github.com/silo-cache/silo/internal/listen"
 	"github.com/silo-cache/silo/internal/localstore"
 	"github.com/silo-cache/silo/internal/publish"
 	"github.com/silo-cache/silo/internal/signature"
@@ -30,17 +30,22 @@ listings, build logs at log/<drv>, /metrics and /healthz.
 Clients use it as a substituter:
   nix copy --from http://HOST:5000 --to ... PATH
   --option substituters http://HOST:5000 --option trusted-public-keys NAME:KEY
+At start it prints its public keys and the nix.conf lines clients need.
 
-The store database is read directly when this process may (root), else through
-nix-daemon. The server never writes to the store. Socket activation by systemd
-works as for silo serve; --listen unix:/path listens on a unix socket.
+It listens on 127.0.0.1:5000 by default: --listen 0.0.0.0:5000 serves other
+machines. The store database is read directly when this process may (root),
+else through nix-daemon. The server never writes to the store. Socket
+activation by systemd works as for silo serve; --listen unix:/path listens on
+a unix socket (--socket-mode, --socket-group). HTTPS with --tls-cert-file and
+--tls-key-file, read again on SIGHUP. Requests are logged as silo serve logs
+them; connections are bounded and held to a minimum rate as for silo serve.
 
 A store that must not be public takes --token-data-dir: clients then need a
 token made with silo token create --cache publish --pull (in a netrc file as
-the password, as for silo serve).`,
+the password, as for silo serve), for /metrics too.`,
 		Setup: func(fs *flag.FlagSet) func(context.Context, *Env, []string) error {
 			storeDir := fs.String("store-dir", string(storepath.DefaultDir), "the Nix store directory to serve")
-			addr := fs.String("listen", ":5000", "address to listen on: host:port or unix:/path")
+			addr := fs.String("listen", "127.0.0.1:5000", "address to listen on: host:port (0.0.0.0:5000 for other machines) or unix:/path")
 			var keyFiles StringList
 			fs.Var(&keyFiles, "signing-key-file", "secret key file to sign narinfos with (repeatable; made by nix-store --generate-binary-cache-key)")
 			compression := fs.String("compression", "none", "NARs advertised in narinfos: none (plain) or zstd (compressed on the fly)")
@@ -51,6 +56,8 @@ the password, as for silo serve).`,
 			tokenDir := fs.String("token-data-dir", "", "make the store private: require a silo token, checked against the tokens in silo serve's data `DIR` (silo token create --cache NAME --pull)")
 			tokenDB := fs.String("token-db", "", "make the store private with the tokens in silo serve's PostgreSQL `URL` (its --db)")
 			tokenCache := fs.String("token-cache", "publish", "with --token-data-dir or --token-db: the cache `NAME` tokens must grant pull on")
+			var nf netFlags
+			defineNetFlags(fs, &nf)
 			fs.String("config", "", "TOML config file setting any of these flags")
 			return func(ctx context.Context, env *Env, args []string) error {
 				if len(args) != 0 {
@@ -68,6 +75,13 @@ the password, as for silo serve).`,
 				}
 				if *maxStreams < 1 {
 					return Usagef("publish: --max-streams %d: want a positive number", *maxStreams)
+				}
+				if err := nf.check("publish"); err != nil {
+					return err
+				}
+				logger, err := newLogger(env, nf.logLevel, nf.logFormat)
+				if err != nil {
+					return err
 				}
 				var keys []signature.SecretKey
 				for _, f := range keyFiles {
@@ -104,7 +118,6 @@ the password, as for silo serve).`,
 					return fmt.Errorf("publish: %w", err)
 				}
 				defer store.Close()
-				logger := slog.New(slog.NewTextHandler(env.Stderr, nil))
 				srv, err := publish.New(store, publish.Options{
 					StoreDir:    dir,
 					LogDir:      *logDir,
@@ -118,34 +131,56 @@ the password, as for silo serve).`,
 				if err != nil {
 					return err
 				}
-				l, err := listen.Listen(ctx, *addr)
+				hs, err := nf.open(ctx, logger, *addr)
 				if err != nil {
 					return fmt.Errorf("publish: %w", err)
-				}
-				hs := &http.Server{
-					Handler:           srv,
-					ReadHeaderTimeout: 30 * time.Second,
-					IdleTimeout:       5 * time.Minute,
-					ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
 				}
 				if len(keys) == 0 {
 					logger.Warn("publish: no --signing-key-file: narinfos carry only the signatures already in the store")
 				}
-				fmt.Fprintf(env.Stderr, "silo publish: serving %s at %s\n", dir, listen.URL(l))
-				errc := make(chan error, 1)
-				go func() { errc <- hs.Serve(l) }()
-				select {
-				case err := <-errc:
-					return fmt.Errorf("publish: serving on %s: %w", listen.URL(l), err)
-				case <-ctx.Done():
-				}
-				sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-				defer cancel()
-				if err := hs.Shutdown(sctx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
-					return fmt.Errorf("publish: shutting down: %w", err)
+				printPublishInfo(env.Stderr, dir, hs.url, keys, *tokenDir, *tokenCache)
+				if err := hs.run(ctx, logger, &nf, srv, srv.MetricsHandler(), nil); err != nil {
+					return fmt.Errorf("publish: %w", err)
 				}
 				return nil
 			}
 		},
 	})
+}
+
+// printPublishInfo says where the store is served and what clients put in
+// their nix.conf (and netrc) to use it.
+func printPublishInfo(w io.Writer, dir storepath.Dir, url string, keys []signature.SecretKey, tokenDir, tokenCache string) {
+	fmt.Fprintf(w, "silo publish: serving %s at %s\n", dir, url)
+	clientURL := url
+	if u, err := neturl.Parse(url); err == nil && u.Host != "" {
+		host, port, _ := net.SplitHostPort(u.Host)
+		if ip := net.ParseIP(host); ip != nil && ip.IsUnspecified() {
+			name, err := os.Hostname()
+			if err != nil {
+				name = "HOST"
+			}
+			clientURL = u.Scheme + "://" + net.JoinHostPort(name, port)
+		} else if ip != nil && ip.IsLoopback() {
+			fmt.Fprintf(w, "silo publish: listening on loopback only; --listen 0.0.0.0:%s serves other machines\n", port)
+		}
+	}
+	var pubs []string
+	for _, k := range keys {
+		pubs = append(pubs, k.Public().String())
+		fmt.Fprintf(w, "silo publish: public key %s\n", k.Public())
+	}
+	fmt.Fprintf(w, "silo publish: clients' nix.conf:\n  substituters = %s\n", clientURL)
+	if len(pubs) > 0 {
+		fmt.Fprintf(w, "  trusted-public-keys = %s\n", strings.Join(pubs, " "))
+	} else {
+		fmt.Fprintf(w, "  trusted-public-keys = (the keys that signed the store's paths; or give --signing-key-file)\n")
+	}
+	if tokenDir != "" {
+		host := "HOST"
+		if u, err := neturl.Parse(clientURL); err == nil && u.Hostname() != "" {
+			host = u.Hostname()
+		}
+		fmt.Fprintf(w, "silo publish: private: clients need a token (silo token create --data-dir %s --cache %s --pull) in their netrc:\n  machine %s password TOKEN\n", tokenDir, tokenCache, host)
+	}
 }

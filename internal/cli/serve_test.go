@@ -217,8 +217,9 @@ func TestServeAdminWhileRunning(t *testing.T) {
 	data := filepath.Join(t.TempDir(), "data")
 	srv := startServe(t, bin, data)
 	srv.waitLog(t, "silo cache create main")
-	if st := status(t, "GET", srv.url+"/team/nix-cache-info", "", nil); st != 404 {
-		t.Errorf("cache before creation = %d, want 404", st)
+	// A cache that does not exist answers as a private one.
+	if st := status(t, "GET", srv.url+"/team/nix-cache-info", "", nil); st != 401 {
+		t.Errorf("cache before creation = %d, want 401", st)
 	}
 	out := silo(t, bin, "cache", "create", "team", "--data-dir", data, "--priority", "30")
 	// The URL is the one the server recorded: where it listens.
@@ -243,8 +244,9 @@ func TestServeAdminWhileRunning(t *testing.T) {
 	if st := status(t, "GET", srv.url+"/team/nix-cache-info", tok, nil); st != 401 {
 		t.Errorf("revoked token = %d, want 401", st)
 	}
+	admin := strings.TrimSpace(silo(t, bin, "token", "create", "--cache", "*", "--admin", "--data-dir", data))
 	silo(t, bin, "cache", "delete", "team", "--yes", "--data-dir", data)
-	if st := status(t, "GET", srv.url+"/team/nix-cache-info", "", nil); st != 404 {
+	if st := status(t, "GET", srv.url+"/team/nix-cache-info", admin, nil); st != 404 {
 		t.Errorf("deleted cache = %d, want 404", st)
 	}
 	// A second server on the same data directory is refused.

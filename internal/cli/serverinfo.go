@@ -28,7 +28,7 @@ type serverInfo struct {
 
 // publicURL is the base URL clients use: --url, else what l listens on
 // (a wildcard address replaced by the host name); "" for a unix socket.
-func publicURL(flagURL string, l net.Listener) string {
+func publicURL(flagURL string, l net.Listener, tls bool) string {
 	if flagURL != "" {
 		return strings.TrimSuffix(flagURL, "/")
 	}
@@ -44,13 +44,17 @@ func publicURL(flagURL string, l net.Listener) string {
 			host = h
 		}
 	}
-	return "http://" + net.JoinHostPort(host, port)
+	scheme := "http://"
+	if tls {
+		scheme = "https://"
+	}
+	return scheme + net.JoinHostPort(host, port)
 }
 
 // recordServer writes server.json into dataDir atomically and returns the
 // public URL recorded.
-func recordServer(dataDir, flagURL string, l net.Listener) (string, error) {
-	info := serverInfo{URL: publicURL(flagURL, l), Listen: l.Addr().Network() + ":" + l.Addr().String(),
+func recordServer(dataDir, flagURL string, l net.Listener, tls bool) (string, error) {
+	info := serverInfo{URL: publicURL(flagURL, l, tls), Listen: l.Addr().Network() + ":" + l.Addr().String(),
 		PID: os.Getpid(), Started: time.Now().UTC()}
 	data, err := json.MarshalIndent(info, "", "  ")
 	if err != nil {
@@ -66,7 +70,7 @@ func recordServer(dataDir, flagURL string, l net.Listener) (string, error) {
 		err = cerr
 	}
 	if err == nil {
-		err = os.Chmod(f.Name(), 0o644)
+		err = os.Chmod(f.Name(), 0o600) // the data directory's files are its owner's only
 	}
 	if err == nil {
 		err = os.Rename(f.Name(), filepath.Join(dataDir, serverInfoFile))
@@ -89,8 +93,8 @@ func readServerInfo(dataDir string) (serverInfo, bool) {
 
 // recordServerURL records silo serve's public URL in its data directory
 // (a failure is only logged: serving matters more) and returns it.
-func recordServerURL(log *slog.Logger, dataDir, flagURL string, l net.Listener) string {
-	pub, err := recordServer(dataDir, flagURL, l)
+func recordServerURL(log *slog.Logger, dataDir, flagURL string, l net.Listener, tls bool) string {
+	pub, err := recordServer(dataDir, flagURL, l, tls)
 	if err != nil {
 		log.Warn("admin commands will not know the server's URL", "err", err)
 	}

@@ -145,6 +145,9 @@ func openStorage(ctx context.Context, env *Env, f *serveFlags, log *slog.Logger)
 		if st.lock, err = lockDataDir(f.dataDir); err != nil {
 			return nil, err
 		}
+		if err := privateDataDir(f.dataDir, log); err != nil {
+			return nil, err
+		}
 	}
 	if st.meta, err = openMeta(ctx, f); err != nil {
 		return nil, err

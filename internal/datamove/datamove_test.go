@@ -90,7 +90,7 @@ func TestMoveAndAgain(t *testing.T) {
 	for i := range 20 {
 		in.addPath(t, i, fmt.Sprintf("contents %d", i))
 	}
-	if err := in.src.PutLog(ctx, meta.Log{CacheID: in.cache.ID, Drv: "x.drv", BlobKey: "log/x", Size: 3}); err != nil {
+	if err := in.src.PutLog(ctx, meta.Log{CacheID: in.cache.ID, Drv: "x.drv", BlobKey: "log/x", Size: 3}, meta.LogLimits{}); err != nil {
 		t.Fatal(err)
 	}
 	put(t, in.srcBlobs, "log/x", "log")

@@ -5,6 +5,12 @@
 // A unix socket's stale file from a previous run is removed only if nothing
 // answers on it; a live socket is an error, so two servers never steal each
 // other's socket.
+//
+// It also guards the connections of silo's HTTP servers against hostile
+// clients (Guard, Conn, Protect): bounded connections overall and per
+// client address with a plain 503 past them, a minimum transfer rate on
+// every read and write a request makes, refusal of ambiguously framed
+// requests; and serves TLS with a certificate reloaded on demand.
 package listen
 
 import (
@@ -13,6 +19,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"os/user"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -74,6 +81,85 @@ func Listen(ctx context.Context, addr string) (net.Listener, error) {
 	return merge(ls), nil
 }
 
+// Socket is how a unix socket's file is made: its permission bits and
+// group. Zero values leave what the system gives (the umask; the
+// process's group). Sockets passed by systemd are left as systemd made them.
+type Socket struct {
+	Mode  os.FileMode // e.g. 0660: connecting needs write permission
+	Group string      // a group name or numeric ID
+}
+
+// ListenSocket is Listen with the socket file made as s says.
+func ListenSocket(ctx context.Context, addr string, s Socket) (net.Listener, error) {
+	ls, err := Activated()
+	if err != nil {
+		return nil, err
+	}
+	if len(ls) > 0 {
+		for _, extra := range ls[1:] {
+			extra.Close()
+		}
+		return ls[0], nil
+	}
+	l, err := Addr(ctx, addr)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.apply(l); err != nil {
+		l.Close()
+		return nil, fmt.Errorf("listen %q: %w", addr, err)
+	}
+	return l, nil
+}
+
+// ParseSocketMode parses a mode such as "0660" or "660".
+func ParseSocketMode(s string) (os.FileMode, error) {
+	if s == "" {
+		return 0, nil
+	}
+	m, err := strconv.ParseUint(s, 8, 32)
+	if err != nil || m > 0o777 || m == 0 {
+		return 0, fmt.Errorf("socket mode %q: want octal permission bits such as 0660", s)
+	}
+	return os.FileMode(m), nil
+}
+
+func (s Socket) apply(l net.Listener) error {
+	if s.Mode == 0 && s.Group == "" {
+		return nil
+	}
+	ua, ok := l.Addr().(*net.UnixAddr)
+	if !ok {
+		return fmt.Errorf("a socket mode or group applies to unix sockets only (unix:/path)")
+	}
+	if s.Group != "" {
+		gid, err := lookupGroup(s.Group)
+		if err != nil {
+			return err
+		}
+		if err := os.Lchown(ua.Name, -1, gid); err != nil {
+			return fmt.Errorf("set the group of %s: %w", ua.Name, err)
+		}
+	}
+	if s.Mode != 0 {
+		if err := os.Chmod(ua.Name, s.Mode); err != nil {
+			return fmt.Errorf("set the mode of %s: %w", ua.Name, err)
+		}
+	}
+	return nil
+}
+
+func lookupGroup(name string) (int, error) {
+	if id, err := strconv.Atoi(name); err == nil && id >= 0 {
+		return id, nil
+	}
+	g, err := user.LookupGroup(name)
+	if err != nil {
+		return 0, fmt.Errorf("socket group %q: %w", name, err)
+	}
+	return strconv.Atoi(g.Gid)
+}
+
 // Addr listens on addr without considering socket activation.
 func Addr(ctx context.Context, addr string) (net.Listener, error) {
 	var lc net.ListenConfig
@@ -123,10 +209,14 @@ func removeStale(ctx context.Context, path string) error {
 	return os.Remove(path)
 }
 
-// URL returns the base URL clients use to reach l, for log messages.
-func URL(l net.Listener) string {
+// URL returns the base URL clients use to reach l, for log messages:
+// https:// if tls.
+func URL(l net.Listener, tls ...bool) string {
 	if l.Addr().Network() == "unix" {
 		return "unix:" + l.Addr().String()
+	}
+	if len(tls) > 0 && tls[0] {
+		return "https://" + l.Addr().String()
 	}
 	return "http://" + l.Addr().String()
 }

@@ -9,13 +9,18 @@
 //   - A NAR record is immutable and there is at most one per NarHash:
 //     AddUpload keeps the first one stored, so identical NARs are stored
 //     once whichever cache or compression they came with.
+//   - The first writer wins: PutPath and PutLog never replace a record
+//     (ErrExists), atomically however many writers race; only ReplacePath
+//     and ReplaceLog (an admin's replacement) do. PutLog also holds a
+//     cache's logs to the limits it is given (ErrLimit), atomically.
 //   - Cache IDs are never reused, so a record keyed by a deleted cache's ID
 //     can never surface under a new cache of the same name.
 //   - Writes by another process (the admin commands) are seen by the next
 //     call: a Store caches nothing. Version changes with every committed
 //     write, by any process, so that callers can cache records and
 //     re-check them cheaply.
-//   - Missing records are ErrNotFound, name clashes ErrExists.
+//   - Missing records are ErrNotFound, name clashes ErrExists, limits
+//     reached ErrLimit.
 package meta
 
 import (
@@ -29,6 +34,9 @@ var (
 	ErrNotFound = errors.New("not found")
 	// ErrExists is returned (wrapped) when a record with that name exists.
 	ErrExists = errors.New("already exists")
+	// ErrLimit is returned (wrapped) when a write would take a cache past
+	// a limit it was given.
+	ErrLimit = errors.New("limit reached")
 )
 
 // Cache is one binary cache served at /<Name>/.
@@ -109,6 +117,13 @@ type Log struct {
 	Created time.Time
 }
 
+// LogLimits bound what build logs one cache holds; zero fields mean no
+// limit.
+type LogLimits struct {
+	Count int64 // logs
+	Bytes int64 // sum of their sizes
+}
+
 // Usage sums what one cache holds.
 type Usage struct {
 	Cache       string
@@ -147,15 +162,26 @@ type Store interface {
 	// uses it, else ErrNotFound.
 	ServedNAR(ctx context.Context, cacheID int64, blobKey string) (NAR, error)
 
-	// PutPath stores p, replacing the cache's path with the same hash part;
-	// ErrNotFound if the cache or a NAR with p.NarHash does not exist.
+	// PutPath stores p unless the cache has a path with its hash part
+	// already (ErrExists): of writers racing for one path exactly one
+	// succeeds. ErrNotFound if the cache or a NAR with p.NarHash does not
+	// exist.
 	PutPath(ctx context.Context, p Path) error
+	// ReplacePath stores p, replacing the cache's path with the same hash
+	// part if there is one; ErrNotFound as for PutPath.
+	ReplacePath(ctx context.Context, p Path) error
 	Path(ctx context.Context, cacheID int64, hashPart string) (Path, error)
 	// Missing returns the hash parts the cache has no path for, in order.
 	Missing(ctx context.Context, cacheID int64, hashParts []string) ([]string, error)
 
-	// PutLog stores l, replacing the cache's log for the same derivation.
-	PutLog(ctx context.Context, l Log) error
+	// PutLog stores l unless the cache has a log for l.Drv already
+	// (ErrExists), or holding l too would take the cache's logs past max
+	// (ErrLimit); the checks and the insert are one atomic step.
+	// ErrNotFound if the cache does not exist.
+	PutLog(ctx context.Context, l Log, max LogLimits) error
+	// ReplaceLog stores l, replacing the cache's log for the same
+	// derivation if there is one, whatever the limits.
+	ReplaceLog(ctx context.Context, l Log) error
 	Log(ctx context.Context, cacheID int64, drv string) (Log, error)
 
 	// Collect removes uploads created before uploadsBefore that no path of

@@ -118,14 +118,14 @@ func TestReaderHeaders(t *testing.T) {
 			}
 			break
 		}
-		if h.Path == "sub dir/nested/seven-b" {
+		if r.Path() == "sub dir/nested/seven-b" {
 			b := make([]byte, 10)
 			n, _ := r.Read(b)
 			if string(b[:n]) != "x" || h.Size != 1 || h.Type != TypeRegular {
 				t.Errorf("%+v: contents %q", h, b[:n])
 			}
 		}
-		got = append(got, h.Type.String()+" "+h.Path)
+		got = append(got, h.Type.String()+" "+r.Path())
 	}
 	for _, want := range []string{"directory ", "symlink abs-link", "regular exec", "directory empty-dir", "symlink sub dir/rel-link", "regular \xc3\xa9-\xc3\xa9"} {
 		found := false

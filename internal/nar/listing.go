@@ -29,7 +29,6 @@ func List(r io.Reader) (*Listing, error) {
 	nr := NewReader(r)
 	l := &Listing{}
 	var dirs []*ListNode // open directories along the current path
-	var paths []string
 	for {
 		h, err := nr.Next()
 		if err == io.EOF {
@@ -42,17 +41,14 @@ func List(r io.Reader) (*Listing, error) {
 		if h.Type == TypeDirectory {
 			n.Entries = map[string]*ListNode{}
 		}
-		if h.Path == "" {
+		if h.Depth == 0 {
 			l.Root = n
 		} else {
-			parent, name := dirBase(h.Path)
-			for paths[len(paths)-1] != parent {
-				dirs, paths = dirs[:len(dirs)-1], paths[:len(paths)-1]
-			}
-			dirs[len(dirs)-1].Entries[name] = n
+			dirs = dirs[:h.Depth]
+			dirs[h.Depth-1].Entries[h.Name] = n
 		}
 		if h.Type == TypeDirectory {
-			dirs, paths = append(dirs, n), append(paths, h.Path)
+			dirs = append(dirs, n)
 		}
 	}
 }
@@ -146,11 +142,16 @@ func appendJSONString(b []byte, s string) []byte {
 // bytes as List followed by MarshalJSON, while reading: its memory does
 // not grow with the number of entries.
 func WriteListing(w io.Writer, r io.Reader) error {
+	return WriteReaderListing(w, NewReader(r))
+}
+
+// WriteReaderListing is WriteListing reading from nr (with its Limits),
+// from its start. Its cost is linear in the NAR.
+func WriteReaderListing(w io.Writer, nr *Reader) error {
 	bw := bufio.NewWriterSize(w, 32<<10)
-	nr := NewReader(r)
 	var b []byte
-	var open []string // paths of open directories
-	first := true     // no entry written yet in the innermost open directory
+	open := 0     // open directories
+	first := true // no entry written yet in the innermost open directory
 	b = append(b, `{"version":1,"root":`...)
 	for {
 		h, err := nr.Next()
@@ -160,17 +161,16 @@ func WriteListing(w io.Writer, r io.Reader) error {
 		if err != nil {
 			return err
 		}
-		if h.Path != "" {
-			parent, name := dirBase(h.Path)
-			for open[len(open)-1] != parent {
-				open = open[:len(open)-1]
+		if h.Depth > 0 {
+			for open > h.Depth {
+				open--
 				b = append(b, "}}"...)
 				first = false
 			}
 			if !first {
 				b = append(b, ',')
 			}
-			b = appendJSONString(b, name)
+			b = appendJSONString(b, h.Name)
 			b = append(b, ':')
 		}
 		first = false
@@ -181,7 +181,7 @@ func WriteListing(w io.Writer, r io.Reader) error {
 			b = appendSymlink(b, h.LinkTarget)
 		case TypeDirectory:
 			b = append(b, `{"type":"directory","entries":{`...)
-			open = append(open, h.Path)
+			open++
 			first = true
 		}
 		if len(b) > 16<<10 {

@@ -67,7 +67,7 @@ type maliciousNAR struct {
 // directory that a restore must never touch.
 func maliciousNARs(outside string) []maliciousNAR {
 	deep := toks(magic)
-	for range maxDepth + 1 {
+	for range DefaultMaxDepth + 1 {
 		deep = append(deep, toks("(", "type", "directory", "entry", "(", "name", "d", "node")...)
 	}
 	valid := dirOf(entry("a", regular("hello")))

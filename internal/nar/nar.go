@@ -10,6 +10,9 @@
 //     rejects everything `nix-store --restore` rejects and more (unsorted or
 //     duplicate entries, non-canonical field order, over-long tokens), so a
 //     NAR that reads cleanly re-encodes to the same bytes.
+//   - Costs are linear in the NAR: Reader and WriteListing never build an
+//     entry's full path (depth times name length), and Reader bounds the
+//     objects and nesting it accepts (Limits).
 //   - Restore never writes outside its target directory and never follows a
 //     symlink it did not create; on failure it removes what it created.
 package nar
@@ -43,8 +46,14 @@ func (t Type) String() string {
 
 // Header describes one object of a NAR, in the order the NAR holds them:
 // a directory comes before its entries, entries in bytewise name order.
+//
+// An object's place is its Path for Writer, and its Name and Depth from
+// Reader, which leaves Path empty (Reader.Path computes it): building
+// every path would cost depth times name length per entry.
 type Header struct {
 	Path       string // "" for the root, "a/b" below it
+	Name       string // the entry name ("b" for "a/b"); "" for the root
+	Depth      int    // directories above the object: 0 for the root, 2 for "a/b"
 	Type       Type
 	Executable bool   // regular files only
 	Size       int64  // regular files only: length of the contents
@@ -60,9 +69,9 @@ const (
 	maxName   = 255
 	maxTarget = 4095
 	maxTag    = 16
-	// maxDepth bounds directory nesting, so that a hostile NAR cannot make a
-	// reader keep an unbounded stack. Nix 2.8 has no limit; no real store
-	// path comes near this one.
+	// maxDepth bounds the directory nesting Writer writes. Nix 2.8 has no
+	// limit; no real store path comes near this one. (Reader's is in its
+	// Limits.)
 	maxDepth = 1024
 )
 

@@ -11,11 +11,14 @@ import (
 // would reject (bad magic, non-zero padding, unknown tags, invalid names,
 // truncation, trailing data), and also anything Dump would never produce
 // (unsorted or duplicate entries, fields out of canonical order, tokens
-// over Nix's later limits). Errors wrap ErrInvalid and name the entry.
+// over Nix's later limits, more objects or deeper nesting than its Limits
+// allow). Errors wrap ErrInvalid and name the entry.
 //
 // Next returns the objects in NAR order; Read streams the contents of the
 // current regular file. Once Next or Read fails, every later call fails the
-// same way.
+// same way. Its costs are linear in the NAR: headers carry an object's
+// name and depth, not its full path (see Path), so a deep tree of long
+// names costs no more than a flat one.
 type Reader struct {
 	r      io.Reader
 	buf    []byte
@@ -27,27 +30,87 @@ type Reader struct {
 	// reported when those bytes run out (io.EOF only if the NAR ends there).
 	srcErr error
 
-	started   bool
-	dirs      []dirFrame // open directories, innermost last
-	nodeDone  bool       // the current node's closing ")" is read; its entry's is not
-	inFile    bool       // Read serves the current regular file
-	path      string     // path of the current object, for errors
-	pathIsDir bool       // path names the directory whose entries are being read
-	fileLeft  int64      // unread bytes of the current regular file
-	fileSize  int64
-	exact     bool // never read past the NAR's end (NewExactReader)
+	limits   Limits
+	objects  int // objects read so far
+	started  bool
+	dirs     []dirFrame // open directories, innermost last; dirs[0] is the root
+	nodeDone bool       // the current node's closing ")" is read; its entry's is not
+	inFile   bool       // Read serves the current regular file
+	// The current object, for Path and errors: the entry name below its
+	// parent dirs[curDepth-1] (curDepth 0 is the root). With curIsDir, it
+	// is the innermost open directory, whose entries are being read.
+	curName  string
+	curDepth int
+	curIsDir bool
+	fileLeft int64 // unread bytes of the current regular file
+	fileSize int64
+	exact    bool // never read past the NAR's end (NewExactReader)
 }
 
 type dirFrame struct {
-	path string
+	name string // "" for the root
 	prev string // last entry name seen, "" before the first
+}
+
+// Limits bound what a Reader accepts beyond Nix's own rules, so that a
+// small hostile NAR cannot cost much: a NAR with more objects or deeper
+// directory nesting is invalid. Zero fields mean the defaults.
+type Limits struct {
+	// MaxObjects bounds the objects (files, symlinks, directories, the
+	// root included); 0 means DefaultMaxObjects.
+	MaxObjects int
+	// MaxDepth bounds how many directories may be nested, the root
+	// directory included; 0 means DefaultMaxDepth.
+	MaxDepth int
+}
+
+// The default Limits. For scale: /usr/lib of a Debian machine, a whole
+// distribution's libraries, holds 73,294 objects at most 18 deep.
+const (
+	DefaultMaxObjects = 1 << 20
+	DefaultMaxDepth   = 256
+)
+
+// SetLimits sets the limits the Reader enforces; call it before Next.
+func (r *Reader) SetLimits(l Limits) {
+	if l.MaxObjects <= 0 {
+		l.MaxObjects = DefaultMaxObjects
+	}
+	if l.MaxDepth <= 0 {
+		l.MaxDepth = DefaultMaxDepth
+	}
+	r.limits = l
+}
+
+// Path returns the path of the object Next returned last ("" for the
+// root, "a/b" below it). It costs the path's length; the Reader never
+// builds paths otherwise.
+func (r *Reader) Path() string {
+	if r.curIsDir {
+		return r.dirPath(len(r.dirs))
+	}
+	return joinPath(r.dirPath(r.curDepth), r.curName)
+}
+
+// dirPath joins the names of the open directories dirs[1:n].
+func (r *Reader) dirPath(n int) string {
+	var b strings.Builder
+	for i := 1; i < n && i < len(r.dirs); i++ {
+		if i > 1 {
+			b.WriteByte('/')
+		}
+		b.WriteString(r.dirs[i].name)
+	}
+	return b.String()
 }
 
 const readBufSize = 64 << 10
 
 // NewReader returns a Reader reading a NAR from r.
 func NewReader(r io.Reader) *Reader {
-	return &Reader{r: r, buf: make([]byte, readBufSize)}
+	nr := &Reader{r: r, buf: make([]byte, readBufSize)}
+	nr.SetLimits(Limits{})
+	return nr
 }
 
 // NewExactReader returns a Reader for a NAR embedded in a longer stream
@@ -122,7 +185,7 @@ func (r *Reader) next() (*Header, error) {
 		if err != nil || string(b) != magic {
 			return nil, fmt.Errorf("%w: input does not start with %q: not a NAR", ErrInvalid, magic)
 		}
-		return r.node("")
+		return r.node("", 0)
 	}
 	if r.inFile {
 		if err := r.finishFile(); err != nil {
@@ -140,7 +203,7 @@ func (r *Reader) next() (*Header, error) {
 			}
 		}
 		top := &r.dirs[len(r.dirs)-1]
-		r.path, r.pathIsDir = top.path, true
+		r.curIsDir = true
 		tag, err := r.readBytes(maxTag, "tag")
 		if err != nil {
 			return nil, err
@@ -175,18 +238,21 @@ func (r *Reader) next() (*Header, error) {
 			return nil, r.errorf("entry %q after %q: directory not sorted", name, top.prev)
 		}
 		top.prev = name
-		path := joinPath(top.path, name)
-		r.path, r.pathIsDir = path, false
+		r.curName, r.curDepth, r.curIsDir = name, len(r.dirs), false
 		if err := r.expect("node"); err != nil {
 			return nil, err
 		}
-		return r.node(path)
+		return r.node(name, len(r.dirs))
 	}
 }
 
-// node reads an object's opening tokens up to where its header is known.
-func (r *Reader) node(path string) (*Header, error) {
-	r.path, r.pathIsDir = path, false
+// node reads an object's opening tokens up to where its header is known;
+// name is its entry name and depth the number of directories above it.
+func (r *Reader) node(name string, depth int) (*Header, error) {
+	r.curName, r.curDepth, r.curIsDir = name, depth, false
+	if r.objects++; r.objects > r.limits.MaxObjects {
+		return nil, r.errorf("more than %d objects (files, directories and symlinks) in the NAR", r.limits.MaxObjects)
+	}
 	if err := r.expect("("); err != nil {
 		return nil, err
 	}
@@ -197,7 +263,7 @@ func (r *Reader) node(path string) (*Header, error) {
 	if err != nil {
 		return nil, err
 	}
-	h := &Header{Path: path}
+	h := &Header{Name: name, Depth: depth}
 	switch string(t) {
 	case "regular":
 		h.Type = TypeRegular
@@ -250,10 +316,10 @@ func (r *Reader) node(path string) (*Header, error) {
 		r.nodeDone = true
 	case "directory":
 		h.Type = TypeDirectory
-		if len(r.dirs) >= maxDepth {
-			return nil, r.errorf("directories nested deeper than %d", maxDepth)
+		if len(r.dirs) >= r.limits.MaxDepth {
+			return nil, r.errorf("directories nested deeper than %d", r.limits.MaxDepth)
 		}
-		r.dirs = append(r.dirs, dirFrame{path: path})
+		r.dirs = append(r.dirs, dirFrame{name: name})
 	default:
 		return nil, r.errorf("unknown file type %q", t)
 	}
@@ -344,7 +410,7 @@ func (r *Reader) truncated(err error) error {
 	if err == io.EOF || err == io.ErrUnexpectedEOF {
 		return r.errorf("truncated at byte %d: %w", at, io.ErrUnexpectedEOF)
 	}
-	return fmt.Errorf("read NAR: %s: at byte %d: %w", where(r.path), at, err)
+	return fmt.Errorf("read NAR: %s: at byte %d: %w", where(r.Path()), at, err)
 }
 
 func (r *Reader) readUint64(what string) (uint64, error) {
@@ -437,11 +503,12 @@ func (r *Reader) checkEOF() error {
 
 // errorf returns an ErrInvalid error naming the current object.
 func (r *Reader) errorf(format string, a ...any) error {
-	w := where(r.path)
-	if r.pathIsDir {
+	p := r.Path()
+	w := where(p)
+	if r.curIsDir {
 		w = "root directory"
-		if r.path != "" {
-			w = fmt.Sprintf("directory %q", r.path)
+		if p != "" {
+			w = fmt.Sprintf("directory %q", p)
 		}
 	}
 	return fmt.Errorf("%w: %s: %w", ErrInvalid, w, fmt.Errorf(format, a...))

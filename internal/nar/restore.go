@@ -75,14 +75,10 @@ func restoreTree(ctx context.Context, nr *Reader, dir string, buf []byte) error 
 		return err
 	}
 	// Open directories along the current path, innermost last.
-	type open struct {
-		path string
-		root *os.Root
-	}
-	stack := []open{{"", root}}
+	stack := []*os.Root{root}
 	defer func() {
 		for _, o := range stack {
-			o.root.Close()
+			o.Close()
 		}
 	}()
 	for {
@@ -96,38 +92,37 @@ func restoreTree(ctx context.Context, nr *Reader, dir string, buf []byte) error 
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		parent, name := dirBase(h.Path)
-		for len(stack) > 0 && stack[len(stack)-1].path != parent {
-			stack[len(stack)-1].root.Close()
+		if h.Depth < 1 || h.Depth > len(stack) {
+			// The Reader yields only entries of open directories.
+			return fmt.Errorf("%s: its directory is not open", where(nr.Path()))
+		}
+		for len(stack) > h.Depth {
+			stack[len(stack)-1].Close()
 			stack = stack[:len(stack)-1]
 		}
-		if len(stack) == 0 {
-			// The Reader only yields entries of open directories.
-			return fmt.Errorf("%s: directory %q not open", where(h.Path), parent)
-		}
-		top := stack[len(stack)-1].root
+		top, name := stack[len(stack)-1], h.Name
 		switch h.Type {
 		case TypeRegular:
 			f, err := top.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o666)
 			if err != nil {
-				return fmt.Errorf("%s: %w", where(h.Path), err)
+				return fmt.Errorf("%s: %w", where(nr.Path()), err)
 			}
 			if err := writeFile(ctx, f, nr, h, buf); err != nil {
 				return err
 			}
 		case TypeSymlink:
 			if err := top.Symlink(h.LinkTarget, name); err != nil {
-				return fmt.Errorf("%s: %w", where(h.Path), err)
+				return fmt.Errorf("%s: %w", where(nr.Path()), err)
 			}
 		case TypeDirectory:
 			if err := top.Mkdir(name, 0o777); err != nil {
-				return fmt.Errorf("%s: %w", where(h.Path), err)
+				return fmt.Errorf("%s: %w", where(nr.Path()), err)
 			}
 			sub, err := top.OpenRoot(name)
 			if err != nil {
-				return fmt.Errorf("%s: %w", where(h.Path), err)
+				return fmt.Errorf("%s: %w", where(nr.Path()), err)
 			}
-			stack = append(stack, open{h.Path, sub})
+			stack = append(stack, sub)
 		}
 	}
 }
@@ -169,7 +164,7 @@ func writeFile(ctx context.Context, f *os.File, nr *Reader, h *Header, buf []byt
 		err = cerr
 	}
 	if err != nil && !errors.Is(err, ErrInvalid) {
-		err = fmt.Errorf("%s: %w", where(h.Path), err)
+		err = fmt.Errorf("%s: %w", where(nr.Path()), err)
 	}
 	return err
 }

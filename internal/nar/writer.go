@@ -6,12 +6,16 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 )
 
 // Writer encodes a NAR from headers and contents, in NAR order: the root
 // first, a directory before its entries, entries in strictly increasing
 // bytewise name order. It refuses anything that would not be a canonical
 // NAR. Close finishes the NAR; it does not close the underlying writer.
+//
+// A header places its object by Path or, if Path is empty and Depth is not
+// zero, by Name and Depth (as Reader returns them).
 type Writer struct {
 	w        *bufio.Writer
 	started  bool
@@ -20,6 +24,7 @@ type Writer struct {
 	dirs     []dirFrame // open directories, innermost last
 	inFile   bool
 	path     string // current file, for errors
+	fileRoot bool   // the current file is the root
 	fileLeft int64
 	fileSize int64
 	err      error // sticky
@@ -64,33 +69,39 @@ func (w *Writer) writeHeader(h *Header) error {
 		return err
 	}
 	if !w.started {
-		if h.Path != "" {
-			return fmt.Errorf("nar: first header has path %q, want the root \"\"", h.Path)
+		if h.Path != "" || h.Depth != 0 {
+			return fmt.Errorf("nar: first header has path %q, want the root \"\"", h.place())
 		}
 		w.started = true
 		w.str(magic)
-		return w.node(h)
+		return w.node(h, true)
 	}
 	if w.rootDone || len(w.dirs) == 0 {
-		return fmt.Errorf("nar: entry %q: the root is not a directory", h.Path)
+		return fmt.Errorf("nar: entry %q: the root is not a directory", h.place())
 	}
-	dir, name := dirBase(h.Path)
-	if h.Path == "" {
+	name, depth := h.Name, h.Depth
+	if h.Path != "" {
+		var dir string
+		dir, name = dirBase(h.Path)
+		depth = strings.Count(h.Path, "/") + 1
+		if depth > len(w.dirs) || !w.openPath(dir, depth) {
+			return fmt.Errorf("nar: entry %q: its directory %q is not open (entries must come in NAR order)", h.Path, dir)
+		}
+	} else if depth == 0 {
 		return errors.New("nar: second root header")
+	} else if depth > len(w.dirs) {
+		return fmt.Errorf("nar: entry %q at depth %d: its directory is not open (entries must come in NAR order)", name, depth)
 	}
 	if err := checkName(name); err != nil {
-		return fmt.Errorf("nar: entry %q: %w", h.Path, err)
+		return fmt.Errorf("nar: entry %q: %w", h.place(), err)
 	}
-	// Close directories until dir is the innermost one.
-	for len(w.dirs) > 0 && w.dirs[len(w.dirs)-1].path != dir {
+	// Close directories until the entry's is the innermost one.
+	for len(w.dirs) > depth {
 		w.closeDir()
-	}
-	if len(w.dirs) == 0 {
-		return fmt.Errorf("nar: entry %q: its directory %q is not open (entries must come in NAR order)", h.Path, dir)
 	}
 	top := &w.dirs[len(w.dirs)-1]
 	if top.prev != "" && name <= top.prev {
-		return fmt.Errorf("nar: entry %q comes after %q: entries must be unique and sorted bytewise", h.Path, joinPath(dir, top.prev))
+		return fmt.Errorf("nar: entry %q comes after %q: entries must be unique and sorted bytewise", h.place(), top.prev)
 	}
 	top.prev = name
 	w.str("entry")
@@ -98,16 +109,41 @@ func (w *Writer) writeHeader(h *Header) error {
 	w.str("name")
 	w.str(name)
 	w.str("node")
-	return w.node(h)
+	return w.node(h, false)
 }
 
-func (w *Writer) node(h *Header) error {
+// place names h's object for errors.
+func (h *Header) place() string {
+	if h.Path != "" || h.Depth == 0 {
+		return h.Path
+	}
+	return h.Name
+}
+
+// openPath reports whether dir (depth-1 segments) names the open
+// directories w.dirs[1:depth].
+func (w *Writer) openPath(dir string, depth int) bool {
+	for i := 1; i < depth; i++ {
+		seg, rest, _ := strings.Cut(dir, "/")
+		if seg != w.dirs[i].name {
+			return false
+		}
+		dir = rest
+	}
+	return dir == ""
+}
+
+func (w *Writer) node(h *Header, root bool) error {
+	name := h.Name
+	if h.Path != "" {
+		_, name = dirBase(h.Path)
+	}
 	w.str("(")
 	w.str("type")
 	switch h.Type {
 	case TypeRegular:
 		if h.Size < 0 {
-			return fmt.Errorf("nar: %s: negative size %d", where(h.Path), h.Size)
+			return fmt.Errorf("nar: %s: negative size %d", where(h.place()), h.Size)
 		}
 		w.str("regular")
 		if h.Executable {
@@ -118,31 +154,31 @@ func (w *Writer) node(h *Header) error {
 		var n [8]byte
 		binary.LittleEndian.PutUint64(n[:], uint64(h.Size))
 		w.w.Write(n[:])
-		w.inFile, w.path, w.fileLeft, w.fileSize = true, h.Path, h.Size, h.Size
+		w.inFile, w.path, w.fileRoot, w.fileLeft, w.fileSize = true, h.place(), root, h.Size, h.Size
 	case TypeSymlink:
 		if err := checkTarget(h.LinkTarget); err != nil {
-			return fmt.Errorf("nar: %s: %w", where(h.Path), err)
+			return fmt.Errorf("nar: %s: %w", where(h.place()), err)
 		}
 		w.str("symlink")
 		w.str("target")
 		w.str(h.LinkTarget)
-		w.endNode(h.Path)
+		w.endNode(root)
 	case TypeDirectory:
 		if len(w.dirs) >= maxDepth {
-			return fmt.Errorf("nar: %s: directories nested deeper than %d", where(h.Path), maxDepth)
+			return fmt.Errorf("nar: %s: directories nested deeper than %d", where(h.place()), maxDepth)
 		}
 		w.str("directory")
-		w.dirs = append(w.dirs, dirFrame{path: h.Path})
+		w.dirs = append(w.dirs, dirFrame{name: name})
 	default:
-		return fmt.Errorf("nar: %s: unknown type %v", where(h.Path), h.Type)
+		return fmt.Errorf("nar: %s: unknown type %v", where(h.place()), h.Type)
 	}
 	return nil
 }
 
 // endNode closes a node and, below the root, its entry.
-func (w *Writer) endNode(path string) {
+func (w *Writer) endNode(root bool) {
 	w.str(")")
-	if path != "" {
+	if !root {
 		w.str(")")
 	} else {
 		w.rootDone = true
@@ -150,12 +186,8 @@ func (w *Writer) endNode(path string) {
 }
 
 func (w *Writer) closeDir() {
-	d := w.dirs[len(w.dirs)-1]
 	w.dirs = w.dirs[:len(w.dirs)-1]
-	w.endNode(d.path)
-	if d.path == "" {
-		w.rootDone = true
-	}
+	w.endNode(len(w.dirs) == 0)
 }
 
 func (w *Writer) endFile() error {
@@ -167,7 +199,7 @@ func (w *Writer) endFile() error {
 	}
 	w.inFile = false
 	w.pad(uint64(w.fileSize))
-	w.endNode(w.path)
+	w.endNode(w.fileRoot)
 	return nil
 }
 

@@ -49,7 +49,7 @@ func (s *Server) serveNAR(w *statusWriter, r *http.Request) {
 	h := w.Header()
 	etag := `"` + narHash + `"` // the URL's contents never change
 	h.Set("ETag", etag)
-	h.Set("Cache-Control", "public, max-age=31536000, immutable")
+	h["Cache-Control"] = s.cacheControl(narCacheControl, narPrivateCacheControl)
 	if compressed {
 		h.Set("Content-Type", "application/zstd")
 		if r.Method == http.MethodHead {
@@ -91,6 +91,12 @@ func (s *Server) serveNAR(w *statusWriter, r *http.Request) {
 	}
 	s.stream(w, r, info, real, win, zstdEncoded)
 }
+
+// Cache-Control of NAR answers: their URL names their contents.
+var (
+	narCacheControl        = []string{"public, max-age=31536000, immutable"}
+	narPrivateCacheControl = []string{"private, max-age=31536000, immutable"}
+)
 
 // parseNARFile splits "<hashpart>-<narhash>.nar[.zst]".
 func parseNARFile(file string) (hashPart, narHash string, compressed, ok bool) {

@@ -19,7 +19,7 @@ func (s *Server) serveNarinfo(w *statusWriter, r *http.Request, hp string) {
 	h := w.Header()
 	h["Content-Type"] = narinfoType
 	h["Content-Length"] = []string{e.length}
-	h["Cache-Control"] = narinfoCacheControl
+	h["Cache-Control"] = s.cacheControl(narinfoCacheControl, narinfoPrivateCacheControl)
 	w.Write(e.narinfo)
 }
 
@@ -28,7 +28,8 @@ func (s *Server) serveNarinfo(w *statusWriter, r *http.Request, hp string) {
 var (
 	narinfoType = []string{"text/x-nix-narinfo"}
 	// Short: a path may be deleted, or deleted and built again differently.
-	narinfoCacheControl = []string{"public, max-age=60"}
+	narinfoCacheControl        = []string{"public, max-age=60"}
+	narinfoPrivateCacheControl = []string{"private, max-age=60"}
 )
 
 // narinfo returns the narinfo for info: NAR URL in nix-serve's form

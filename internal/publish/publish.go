@@ -23,6 +23,10 @@
 //   - Narinfos keep every signature the store holds and add one per
 //     configured key; signatures depend only on the key and the path's
 //     fingerprint, so they are cached by fingerprint.
+//   - A private store (Options.Authorize) answers nothing, /metrics
+//     included, without a token, an unknown token ID as a wrong secret,
+//     and says Cache-Control: private on everything it answers.
+//   - Every request is logged in silo serve's format (package httplog).
 //   - Content-Encoding is sent only to clients whose Accept-Encoding asks for
 //     zstd; Nix 2.8 sends no Accept-Encoding, so it always gets plain NARs.
 //     "Content-Encoding: identity" is never sent: Nix 2.8 hands any
@@ -33,7 +37,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
 	"path/filepath"
@@ -42,6 +45,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/silo-cache/silo/internal/httplog"
 	"github.com/silo-cache/silo/internal/localstore"
 	"github.com/silo-cache/silo/internal/nix32"
 	"github.com/silo-cache/silo/internal/signature"
@@ -86,12 +90,14 @@ type Options struct {
 	// 256 KiB per StallTimeout.)
 	StallTimeout time.Duration
 	// Authorize, if set, decides whether a request may read the cache
-	// (see TokenAuthorizer); it is asked for every path except /healthz
-	// and /metrics. A refused request gets 401 with the error's text,
-	// which Nix treats as "not in this cache".
+	// (see TokenAuthorizer); it is asked for every path except /healthz,
+	// /metrics included. A refused request gets 401 with the error's text,
+	// which Nix treats as "not in this cache". With it, every answer says
+	// Cache-Control: private.
 	Authorize func(r *http.Request) error
-	// Logger receives one line per failed or aborted request; nil means
-	// slog.Default().
+	// Logger receives one line per request, in silo serve's format
+	// (package httplog; narinfo lookups answered 200 or 404 at debug), and
+	// the reasons of aborted NARs; nil means slog.Default().
 	Logger *slog.Logger
 }
 
@@ -158,22 +164,20 @@ func New(store Store, opts Options) (*Server, error) {
 
 	mux := http.NewServeMux()
 	// GET patterns also match HEAD.
-	mux.HandleFunc("GET /healthz", s.serveHealth)
-	mux.Handle("GET /metrics", s.metrics.handler())
+	mux.HandleFunc("GET /healthz", s.logged("healthz", s.serveHealth))
+	mux.HandleFunc("GET /metrics", s.guarded("metrics", func(w *statusWriter, r *http.Request) { s.metrics.handler().ServeHTTP(w, r) }))
 	mux.HandleFunc("GET /nix-cache-info", s.guarded("cache-info", s.serveCacheInfo))
 	mux.HandleFunc("GET /{file}", s.guarded("other", s.serveFile))
 	mux.HandleFunc("GET /nar/{file}", s.guarded("nar", s.serveNAR))
 	mux.HandleFunc("GET /log/{drv}", s.guarded("log", s.serveLog))
-	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+	mux.HandleFunc("/", s.logged("other", func(w *statusWriter, r *http.Request) {
 		if r.Method != http.MethodGet && r.Method != http.MethodHead {
-			s.metrics.request("other", http.StatusMethodNotAllowed)
 			w.Header().Set("Allow", "GET, HEAD")
 			http.Error(w, "silo publish serves the store read-only (push with silo serve instead)", http.StatusMethodNotAllowed)
 			return
 		}
-		s.metrics.request("other", http.StatusNotFound)
 		notFound(w, noSuchFile)
-	})
+	}))
 	s.mux = mux
 	return s, nil
 }
@@ -181,32 +185,71 @@ func New(store Store, opts Options) (*Server, error) {
 // ServeHTTP implements http.Handler.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
 
-// guarded checks authorization and counts the request under kind.
-func (s *Server) guarded(kind string, h func(w *statusWriter, r *http.Request)) http.HandlerFunc {
+// MetricsHandler serves the metrics to anyone: for an address of their
+// own (silo publish --metrics-listen).
+func (s *Server) MetricsHandler() http.Handler { return s.metrics.handler() }
+
+// logged counts the request under kind (which h may change) and logs it.
+func (s *Server) logged(kind string, h func(w *statusWriter, r *http.Request)) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		sw := &statusWriter{ResponseWriter: w, kind: kind}
+		sw := &statusWriter{Writer: httplog.Writer{ResponseWriter: w}, kind: kind}
+		sw.entry.Begin(w, r)
 		defer func() {
-			if v := recover(); v != nil {
-				s.metrics.request(sw.kind, 0) // aborted
+			v := recover()
+			code := sw.code()
+			if v != nil {
+				code = 0 // aborted
+				if sw.entry.Err == nil {
+					sw.entry.Err = errAborted
+				}
+			}
+			s.metrics.request(sw.kind, code)
+			level := httplog.Level(&sw.Writer, r, sw.kind == "narinfo")
+			if v != nil {
+				level = slog.LevelInfo // the client went away, or stream logged why
+			}
+			httplog.Log(s.log, level, &sw.entry, &sw.Writer, r, sw.entry.Elapsed())
+			if v != nil {
 				panic(v)
 			}
-			s.metrics.request(sw.kind, sw.code())
 		}()
+		h(sw, r)
+	}
+}
+
+var errAborted = errors.New("response aborted mid-body")
+
+// guarded checks authorization, then serves and logs the request as logged.
+func (s *Server) guarded(kind string, h func(w *statusWriter, r *http.Request)) http.HandlerFunc {
+	return s.logged(kind, func(sw *statusWriter, r *http.Request) {
 		if s.opts.Authorize != nil {
 			if err := s.opts.Authorize(r); err != nil {
+				sw.entry.Err = err
 				sw.Header().Set("WWW-Authenticate", `Basic realm="silo publish"`)
 				sw.Header().Set("Cache-Control", "no-store")
 				http.Error(sw, err.Error(), http.StatusUnauthorized)
 				return
 			}
+			// Nothing of a private store may be kept by a shared cache
+			// in front (handlers may make it "private, ...").
+			sw.Header().Set("Cache-Control", "private")
 		}
 		h(sw, r)
+	})
+}
+
+// cacheControl returns the Cache-Control of an answer that caches in front
+// may keep for maxAge ("public, ..." or, for a private store, "private, ...").
+func (s *Server) cacheControl(public []string, private []string) []string {
+	if s.opts.Authorize != nil {
+		return private
 	}
+	return public
 }
 
 // serveHealth answers /healthz: 200 if the store answers a query (for a
 // path that does not exist), 503 if it does not.
-func (s *Server) serveHealth(w http.ResponseWriter, r *http.Request) {
+func (s *Server) serveHealth(w *statusWriter, r *http.Request) {
 	_, err := s.store.QueryPathFromHashPart(r.Context(), healthProbe)
 	if err != nil && !errors.Is(err, localstore.ErrNotFound) {
 		s.log.Error("publish: health check: the store does not answer", "err", err)
@@ -311,45 +354,12 @@ func notFound(w http.ResponseWriter, msg string) {
 	http.Error(w, msg, http.StatusNotFound)
 }
 
-// statusWriter remembers the status code sent, for metrics.
+// statusWriter is a response being written: its status and size, its
+// kind for the metrics, and its log entry.
 type statusWriter struct {
-	http.ResponseWriter
-	kind   string // metrics label
-	status int
+	httplog.Writer
+	kind  string // metrics label
+	entry httplog.Entry
 }
 
-func (w *statusWriter) WriteHeader(code int) {
-	if w.status == 0 {
-		w.status = code
-	}
-	w.ResponseWriter.WriteHeader(code)
-}
-
-func (w *statusWriter) Write(p []byte) (int, error) {
-	if w.status == 0 {
-		w.status = http.StatusOK
-	}
-	return w.ResponseWriter.Write(p)
-}
-
-// ReadFrom lets io.Copy reach the response's ReadFrom, which sends files
-// with sendfile.
-func (w *statusWriter) ReadFrom(r io.Reader) (int64, error) {
-	if w.status == 0 {
-		w.status = http.StatusOK
-	}
-	if rf, ok := w.ResponseWriter.(io.ReaderFrom); ok {
-		return rf.ReadFrom(r)
-	}
-	return io.Copy(struct{ io.Writer }{w.ResponseWriter}, r)
-}
-
-func (w *statusWriter) code() int {
-	if w.status == 0 {
-		return http.StatusOK
-	}
-	return w.status
-}
-
-// Unwrap lets http.ResponseController reach the underlying writer.
-func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+func (w *statusWriter) code() int { return w.Code() }

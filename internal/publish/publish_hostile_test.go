@@ -11,12 +11,14 @@ import (
 	"encoding/base64"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -329,18 +331,65 @@ func TestHostilePrivateEveryRoute(t *testing.T) {
 			}
 		}
 	}
-	// The open endpoints name no path.
-	for _, p := range []string{"/healthz", "/metrics"} {
-		resp, body := rawGet(t, f.url, "GET", p)
+	// /healthz is open, /metrics a token's; neither names a path.
+	for _, p := range []struct {
+		path    string
+		headers []string
+	}{{"/healthz", nil}, {"/metrics", []string{bearer}}} {
+		resp, body := rawGet(t, f.url, "GET", p.path, p.headers...)
 		if resp.StatusCode != 200 || strings.Contains(body, hp) || strings.Contains(body, "hostile") {
-			t.Errorf("GET %s: %s, names a path: %v", p, resp.Status, strings.Contains(body, hp))
+			t.Errorf("GET %s: %s, names a path: %v", p.path, resp.Status, strings.Contains(body, hp))
 		}
 	}
-	// And the good token still works on every route that exists.
-	for _, p := range []string{"/nix-cache-info", "/" + hp + ".narinfo", "/" + hp + ".ls", u} {
-		if resp, _ := rawGet(t, f.url, "GET", p, bearer); resp.StatusCode != 200 {
+	if resp, _ := rawGet(t, f.url, "GET", "/metrics"); resp.StatusCode != 401 {
+		t.Errorf("GET /metrics of a private store without a token: %s, want 401", resp.Status)
+	}
+	// And the good token still works on every route that exists; nothing
+	// it gets may be kept by a shared cache in front.
+	for _, p := range []string{"/nix-cache-info", "/" + hp + ".narinfo", "/" + hp + ".ls", u, u + ".zst"} {
+		resp, _ := rawGet(t, f.url, "GET", p, bearer)
+		if resp.StatusCode != 200 {
 			t.Errorf("GET %s with a good token: %s", p, resp.Status)
 		}
+		if cc := resp.Header.Get("Cache-Control"); !strings.HasPrefix(cc, "private") {
+			t.Errorf("GET %s of a private store: Cache-Control %q, want private", p, cc)
+		}
+	}
+}
+
+// A made-up token ID and a real ID with a wrong secret get the same
+// answer, but for the ID the request itself carries.
+func TestHostileTokenIDsNotConfirmed(t *testing.T) {
+	ctx := context.Background()
+	tokens, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "silo.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tokens.Close()
+	text, rec, err := auth.NewRandom("store", meta.PermPull, time.Time{}, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tokens.CreateToken(ctx, rec); err != nil {
+		t.Fatal(err)
+	}
+	authorize := TokenAuthorizer(tokens, "store")
+	answer := func(token string) string {
+		r, _ := http.NewRequest("GET", "http://x/nix-cache-info", nil)
+		r.Header.Set("Authorization", "Bearer "+token)
+		if err := authorize(r); err != nil {
+			return err.Error()
+		}
+		return "admitted"
+	}
+	secret := text[len("silo_")+11:]
+	wrong := answer("silo_" + rec.ID + "_" + strings.Repeat("x", len(secret)))
+	madeUp := answer("silo_zzzzzzzzzz_" + strings.Repeat("x", len(secret)))
+	if wrong != strings.ReplaceAll(madeUp, "zzzzzzzzzz", rec.ID) {
+		t.Errorf("a wrong secret answers %q, a made-up ID %q", wrong, madeUp)
+	}
+	if got := answer(text); got != "admitted" {
+		t.Errorf("the real token: %q", got)
 	}
 }
 
@@ -419,4 +468,54 @@ head -c 24000000 /dev/urandom > $out`)
 	if int64(got) != resp.ContentLength {
 		t.Errorf("slow reader got %d bytes, want %d", got, resp.ContentLength)
 	}
+}
+
+// Requests are logged one line each in silo serve's format (package
+// httplog), with random ids; narinfo lookups at debug.
+func TestRequestLog(t *testing.T) {
+	nixtest.Require(t)
+	store, err := localstore.OpenDB(storepath.DefaultDir, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	var buf syncBuffer
+	srv, err := New(store, Options{Logger: slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := httptest.NewServer(srv)
+	defer hs.Close()
+	rawGet(t, hs.URL, "GET", "/nix-cache-info")
+	rawGet(t, hs.URL, "GET", "/"+strings.Repeat("0", 32)+".narinfo")
+	lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
+	if len(lines) != 2 {
+		t.Fatalf("log lines: %q", lines)
+	}
+	want := []string{`level=INFO msg=request id=`, ` method=GET path=/nix-cache-info status=200 bytes=`, ` duration=`, ` remote=127.0.0.1:`}
+	for _, w := range want {
+		if !strings.Contains(lines[0], w) {
+			t.Errorf("log line %q lacks %q", lines[0], w)
+		}
+	}
+	if !strings.Contains(lines[1], "level=DEBUG msg=request") || !strings.Contains(lines[1], "status=404") {
+		t.Errorf("a narinfo miss is logged as %q, want at debug", lines[1])
+	}
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
 }

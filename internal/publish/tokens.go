@@ -32,17 +32,22 @@ func TokenAuthorizer(tokens TokenSource, cache string) func(r *http.Request) err
 		if err != nil {
 			return fmt.Errorf("the credentials presented are not a silo token (%v)", err)
 		}
+		// An unknown ID answers as a wrong secret, so IDs cannot be probed.
+		rejected := fmt.Errorf("token %s rejected: unknown, revoked or not this token's secret (create a new one with silo token create)", id)
 		rec, err := tokens.Token(r.Context(), id)
 		if errors.Is(err, meta.ErrNotFound) {
 			// Spend the time a comparison would, so that probing IDs learns nothing.
 			auth.Check(meta.Token{Hash: make([]byte, 32)}, text, time.Now())
-			return fmt.Errorf("token %s is unknown or revoked", id)
+			return rejected
 		}
 		if err != nil {
 			return fmt.Errorf("cannot look up token %s: %w", id, err)
 		}
 		if err := auth.Check(rec, text, time.Now()); err != nil {
-			return err
+			if errors.Is(err, auth.ErrExpired) {
+				return err
+			}
+			return rejected
 		}
 		if !auth.Allows(rec, cache, meta.PermPull) {
 			return fmt.Errorf("token %s does not grant pull on %s (it grants %s on caches matching %q)", id, cache, auth.PermString(rec.Perms), rec.CachePattern)

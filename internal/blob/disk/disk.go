@@ -4,7 +4,8 @@
 // name>/name, so no directory grows past a few thousand entries. Writers
 // write to ROOT/.tmp/, fsync, and rename into place (then fsync the
 // directory), so a blob is either whole or absent even across crashes;
-// CleanTemp removes what crashed writers left in ROOT/.tmp.
+// CleanTemp removes what crashed writers left in ROOT/.tmp. Directories
+// are created 0700 and files 0600: blobs hold private caches' NARs.
 package disk
 
 import (
@@ -40,7 +41,7 @@ func Open(dir string) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open blob store %s: %w", dir, err)
 	}
-	if err := os.MkdirAll(filepath.Join(root, tmpDir), 0o755); err != nil {
+	if err := os.MkdirAll(filepath.Join(root, tmpDir), 0o700); err != nil {
 		return nil, fmt.Errorf("open blob store %s: %w", dir, err)
 	}
 	return &Store{root: root}, nil
@@ -94,7 +95,7 @@ func (s *Store) Create(ctx context.Context) (blob.Writer, error) {
 	var rnd [12]byte
 	rand.Read(rnd[:])
 	name := filepath.Join(s.root, tmpDir, hex.EncodeToString(rnd[:]))
-	f, err := os.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	f, err := os.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
 		return nil, wrapErr("create", "(new)", err)
 	}
@@ -145,7 +146,7 @@ func (w *writer) Commit(ctx context.Context, key string) (err error) {
 	if err := w.f.Sync(); err != nil {
 		return wrapErr("sync", key, err)
 	}
-	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+	if err := os.MkdirAll(filepath.Dir(dst), 0o700); err != nil {
 		return wrapErr("commit", key, err)
 	}
 	if err := os.Rename(w.f.Name(), dst); err != nil {

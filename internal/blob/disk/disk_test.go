@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"syscall"
 	"testing"
 	"time"
 
@@ -67,5 +68,40 @@ func TestCleanTemp(t *testing.T) {
 	err = s.List(ctx, "", func(i blob.Info) error { t.Errorf("temp file listed as %q", i.Key); return nil })
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+// Blobs hold private caches' NARs and logs: whatever the umask, every
+// directory and file the store creates is its owner's only.
+func TestFilesArePrivate(t *testing.T) {
+	old := syscall.Umask(0)
+	defer syscall.Umask(old)
+	root := filepath.Join(t.TempDir(), "blobs")
+	s, err := Open(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	w, _ := s.Create(ctx)
+	w.Write([]byte("private"))
+	if err := w.Commit(ctx, "nar/abcdef.nar.zst"); err != nil {
+		t.Fatal(err)
+	}
+	pending, _ := s.Create(ctx) // a file in .tmp
+	defer pending.Abort()
+	n := 0
+	filepath.WalkDir(root, func(p string, d os.DirEntry, err error) error {
+		if err != nil {
+			t.Fatal(err)
+		}
+		fi, _ := d.Info()
+		if fi.Mode().Perm()&0o077 != 0 {
+			t.Errorf("%s has mode %v under umask 0; want no access for group and others", p, fi.Mode().Perm())
+		}
+		n++
+		return nil
+	})
+	if n < 5 {
+		t.Errorf("walked only %d entries", n)
 	}
 }

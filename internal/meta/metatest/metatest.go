@@ -28,11 +28,14 @@ func Run(t *testing.T, open func(t *testing.T) meta.Store) {
 		{"UploadsShareNARs", testUploadsShareNARs},
 		{"ConcurrentUploads", testConcurrentUploads},
 		{"PathNeedsNAR", testPathNeedsNAR},
+		{"PathFirstWriterWins", testPathFirstWriterWins},
 		{"ServedNAR", testServedNAR},
 		{"Missing", testMissing},
 		{"DeleteCacheCascades", testDeleteCacheCascades},
 		{"Collect", testCollect},
 		{"Logs", testLogs},
+		{"LogFirstWriterWins", testLogFirstWriterWins},
+		{"LogLimits", testLogLimits},
 		{"Usage", testUsage},
 		{"Version", testVersion},
 	}
@@ -277,14 +280,70 @@ func testPathNeedsNAR(t *testing.T, s meta.Store) {
 	if diff := cmp.Diff(p, got, cmpopts.IgnoreFields(meta.Path{}, "Created")); diff != "" || got.Created.IsZero() {
 		t.Errorf("Path (-want +got):\n%s", diff)
 	}
-	// Replacing it with another NAR.
+	// Replacing it with another NAR takes ReplacePath.
 	upload(t, s, c.ID, 2, "nar/k2")
-	p.NarHash, p.NarInfo = hashOf(2), "y"
-	if err := s.PutPath(ctx, p); err != nil {
+	p2 := p
+	p2.NarHash, p2.NarInfo = hashOf(2), "y"
+	if err := s.PutPath(ctx, p2); !errors.Is(err, meta.ErrExists) {
+		t.Errorf("PutPath over an existing path: err = %v, want ErrExists", err)
+	}
+	if got, _ := s.Path(ctx, c.ID, partOf(1)); got.NarInfo != p.NarInfo {
+		t.Errorf("a refused PutPath changed the path: %+v", got)
+	}
+	if err := s.ReplacePath(ctx, p2); err != nil {
 		t.Fatal(err)
 	}
 	if got, _ := s.Path(ctx, c.ID, partOf(1)); got.NarInfo != "y" || got.NarHash != hashOf(2) {
-		t.Errorf("PutPath did not replace: %+v", got)
+		t.Errorf("ReplacePath did not replace: %+v", got)
+	}
+	p3 := p2
+	p3.HashPart, p3.NarHash = partOf(3), hashOf(99)
+	if err := s.ReplacePath(ctx, p3); !errors.Is(err, meta.ErrNotFound) {
+		t.Errorf("ReplacePath without its NAR: err = %v, want ErrNotFound", err)
+	}
+	if err := s.ReplacePath(ctx, meta.Path{CacheID: 12345, HashPart: partOf(1), NarHash: hashOf(1)}); !errors.Is(err, meta.ErrNotFound) {
+		t.Errorf("ReplacePath into a missing cache: err = %v, want ErrNotFound", err)
+	}
+}
+
+// Of writers racing to store one path with different NARs, exactly one
+// succeeds and the others get ErrExists; the path is the winner's.
+func testPathFirstWriterWins(t *testing.T, s meta.Store) {
+	c := mustCache(t, s, "c")
+	const writers = 8
+	for i := range writers {
+		upload(t, s, c.ID, 10+i, fmt.Sprintf("nar/k%d", i))
+	}
+	for round := range 5 {
+		hp := partOf(100 + round)
+		var wg sync.WaitGroup
+		errs := make([]error, writers)
+		for i := range writers {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				errs[i] = s.PutPath(ctx, meta.Path{CacheID: c.ID, HashPart: hp, StorePath: "/nix/store/" + hp + "-p",
+					NarHash: hashOf(10 + i), NarInfo: fmt.Sprint("writer ", i)})
+			}()
+		}
+		wg.Wait()
+		winner := -1
+		for i, err := range errs {
+			switch {
+			case err == nil && winner >= 0:
+				t.Fatalf("round %d: writers %d and %d both stored the path", round, winner, i)
+			case err == nil:
+				winner = i
+			case !errors.Is(err, meta.ErrExists):
+				t.Fatalf("round %d: writer %d: err = %v, want nil or ErrExists", round, i, err)
+			}
+		}
+		if winner < 0 {
+			t.Fatalf("round %d: no writer stored the path", round)
+		}
+		if got, err := s.Path(ctx, c.ID, hp); err != nil || got.NarInfo != fmt.Sprint("writer ", winner) || got.NarHash != hashOf(10+winner) {
+			t.Errorf("round %d: path = %+v, %v; want writer %d's", round, got, err, winner)
+		}
 	}
 }
 
@@ -343,7 +402,7 @@ func testDeleteCacheCascades(t *testing.T, s meta.Store) {
 	putPath(t, s, a.ID, 1, 1)
 	upload(t, s, b.ID, 2, "nar/k2")
 	putPath(t, s, b.ID, 2, 2)
-	if err := s.PutLog(ctx, meta.Log{CacheID: a.ID, Drv: "x.drv", BlobKey: "log/1", Size: 1}); err != nil {
+	if err := s.PutLog(ctx, meta.Log{CacheID: a.ID, Drv: "x.drv", BlobKey: "log/1", Size: 1}, meta.LogLimits{}); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.DeleteCache(ctx, "a"); err != nil {
@@ -400,34 +459,6 @@ func testCollect(t *testing.T, s meta.Store) {
 		if used, err := s.BlobInUse(ctx, key); err != nil || used != want {
 			t.Errorf("BlobInUse(%q) = %v, %v; want %v", key, used, err, want)
 		}
-	}
-}
-
-func testLogs(t *testing.T, s meta.Store) {
-	c := mustCache(t, s, "c")
-	l := meta.Log{CacheID: c.ID, Drv: partOf(1) + "-x.drv", BlobKey: "log/a", Size: 10}
-	if err := s.PutLog(ctx, l); err != nil {
-		t.Fatal(err)
-	}
-	l.BlobKey, l.Size = "log/b", 20
-	if err := s.PutLog(ctx, l); err != nil {
-		t.Fatal(err)
-	}
-	got, err := s.Log(ctx, c.ID, l.Drv)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if diff := cmp.Diff(l, got, cmpopts.IgnoreFields(meta.Log{}, "Created")); diff != "" {
-		t.Errorf("Log after replacing (-want +got):\n%s", diff)
-	}
-	if used, _ := s.BlobInUse(ctx, "log/b"); !used {
-		t.Errorf("BlobInUse(log/b) = false")
-	}
-	if err := s.PutLog(ctx, meta.Log{CacheID: 4242, Drv: "y.drv", BlobKey: "log/c"}); !errors.Is(err, meta.ErrNotFound) {
-		t.Errorf("PutLog into a missing cache: err = %v, want ErrNotFound", err)
-	}
-	if _, err := s.Log(ctx, c.ID, "nope.drv"); !errors.Is(err, meta.ErrNotFound) {
-		t.Errorf("Log of a missing drv: err = %v, want ErrNotFound", err)
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/silo-cache/silo/internal/meta"
 )
 
@@ -129,8 +130,32 @@ func (s *Store) ServedNAR(ctx context.Context, cacheID int64, blobKey string) (m
 	return n, nil
 }
 
-// PutPath stores p if its cache and NAR exist.
+// PutPath stores p unless the cache has a path with its hash part
+// already (ErrExists): of racing writers exactly one wins, decided by
+// the primary key. ErrNotFound if the cache or p's NAR does not exist.
 func (s *Store) PutPath(ctx context.Context, p meta.Path) error {
+	if p.Created.IsZero() {
+		p.Created = time.Now()
+	}
+	tag, err := s.pool.Exec(ctx, `INSERT INTO paths (cache_id, hash_part, store_path, nar_hash, narinfo, created)
+		SELECT $1, $2, $3, $4, $5, $6 WHERE EXISTS (SELECT 1 FROM nars WHERE nar_hash = $4) AND EXISTS (SELECT 1 FROM caches WHERE id = $1)
+		ON CONFLICT (cache_id, hash_part) DO NOTHING`,
+		p.CacheID, p.HashPart, p.StorePath, p.NarHash, p.NarInfo, nanos(p.Created))
+	if err == nil && tag.RowsAffected() == 0 {
+		var one int
+		switch qerr := s.pool.QueryRow(ctx, `SELECT 1 FROM paths WHERE cache_id = $1 AND hash_part = $2`, p.CacheID, p.HashPart).Scan(&one); {
+		case qerr == nil:
+			return fmt.Errorf("put path %s: %w", p.StorePath, meta.ErrExists)
+		case !errors.Is(qerr, pgx.ErrNoRows):
+			return fmt.Errorf("put path %s: %w", p.StorePath, qerr)
+		}
+	}
+	return putPathResult(p, tag, err)
+}
+
+// ReplacePath stores p, replacing the cache's path with the same hash
+// part; ErrNotFound if the cache or p's NAR does not exist.
+func (s *Store) ReplacePath(ctx context.Context, p meta.Path) error {
 	if p.Created.IsZero() {
 		p.Created = time.Now()
 	}
@@ -139,6 +164,10 @@ func (s *Store) PutPath(ctx context.Context, p meta.Path) error {
 		ON CONFLICT (cache_id, hash_part) DO UPDATE SET store_path = excluded.store_path, nar_hash = excluded.nar_hash,
 			narinfo = excluded.narinfo, created = excluded.created`,
 		p.CacheID, p.HashPart, p.StorePath, p.NarHash, p.NarInfo, nanos(p.Created))
+	return putPathResult(p, tag, err)
+}
+
+func putPathResult(p meta.Path, tag pgconn.CommandTag, err error) error {
 	if pgCode(err) == foreignKeyViolation || err == nil && tag.RowsAffected() == 0 {
 		// A foreign key violation is a NAR or cache deleted by another
 		// replica between the check and the insert.
@@ -186,8 +215,48 @@ func (s *Store) Missing(ctx context.Context, cacheID int64, hashParts []string) 
 	return missing, nil
 }
 
-// PutLog stores l, replacing an earlier log of the same derivation.
-func (s *Store) PutLog(ctx context.Context, l meta.Log) error {
+// PutLog stores l unless the cache has a log for l.Drv (ErrExists) or l
+// would take its logs past max (ErrLimit). The cache's row is locked for
+// the transaction, so concurrent PutLogs of one cache check and insert
+// one at a time (replicas included).
+func (s *Store) PutLog(ctx context.Context, l meta.Log, max meta.LogLimits) error {
+	if l.Created.IsZero() {
+		l.Created = time.Now()
+	}
+	err := s.tx(ctx, func(tx pgx.Tx) error {
+		var id int64
+		if err := tx.QueryRow(ctx, `SELECT id FROM caches WHERE id = $1 FOR UPDATE`, l.CacheID).Scan(&id); errors.Is(err, pgx.ErrNoRows) {
+			return fmt.Errorf("cache %d: %w", l.CacheID, meta.ErrNotFound)
+		} else if err != nil {
+			return err
+		}
+		var exists bool
+		var count, bytes int64
+		if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM logs WHERE cache_id = $1 AND drv = $2),
+			count(*), COALESCE(sum(size), 0) FROM logs WHERE cache_id = $1`, l.CacheID, l.Drv).Scan(&exists, &count, &bytes); err != nil {
+			return err
+		}
+		switch {
+		case exists:
+			return meta.ErrExists
+		case max.Count > 0 && count+1 > max.Count:
+			return fmt.Errorf("%w: the cache holds %d logs, its limit", meta.ErrLimit, count)
+		case max.Bytes > 0 && bytes+l.Size > max.Bytes:
+			return fmt.Errorf("%w: the cache's logs would take %d bytes, over its limit of %d", meta.ErrLimit, bytes+l.Size, max.Bytes)
+		}
+		_, err := tx.Exec(ctx, `INSERT INTO logs (cache_id, drv, blob_key, size, created) VALUES ($1, $2, $3, $4, $5)`,
+			l.CacheID, l.Drv, l.BlobKey, l.Size, nanos(l.Created))
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("put log %s: %w", l.Drv, err)
+	}
+	return nil
+}
+
+// ReplaceLog stores l, replacing the cache's log for the same derivation,
+// whatever the limits; ErrNotFound if the cache does not exist.
+func (s *Store) ReplaceLog(ctx context.Context, l meta.Log) error {
 	if l.Created.IsZero() {
 		l.Created = time.Now()
 	}
@@ -196,10 +265,10 @@ func (s *Store) PutLog(ctx context.Context, l meta.Log) error {
 		ON CONFLICT (cache_id, drv) DO UPDATE SET blob_key = excluded.blob_key, size = excluded.size, created = excluded.created`,
 		l.CacheID, l.Drv, l.BlobKey, l.Size, nanos(l.Created))
 	if pgCode(err) == foreignKeyViolation || err == nil && tag.RowsAffected() == 0 {
-		return fmt.Errorf("put log %s: cache %d: %w", l.Drv, l.CacheID, meta.ErrNotFound)
+		return fmt.Errorf("replace log %s: cache %d: %w", l.Drv, l.CacheID, meta.ErrNotFound)
 	}
 	if err != nil {
-		return fmt.Errorf("put log %s: %w", l.Drv, err)
+		return fmt.Errorf("replace log %s: %w", l.Drv, err)
 	}
 	return nil
 }

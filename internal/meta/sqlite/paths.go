@@ -3,6 +3,7 @@ package sqlite
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -88,21 +89,49 @@ func (s *Store) ServedNAR(ctx context.Context, cacheID int64, blobKey string) (m
 	return n, nil
 }
 
-// PutPath stores p if its cache and NAR exist.
+// PutPath stores p if its cache and NAR exist and the cache has no path
+// with its hash part.
 func (s *Store) PutPath(ctx context.Context, p meta.Path) error {
+	return s.putPath(ctx, p, false)
+}
+
+// ReplacePath stores p if its cache and NAR exist, replacing the cache's
+// path with its hash part.
+func (s *Store) ReplacePath(ctx context.Context, p meta.Path) error {
+	return s.putPath(ctx, p, true)
+}
+
+func (s *Store) putPath(ctx context.Context, p meta.Path, replace bool) error {
 	if p.Created.IsZero() {
 		p.Created = time.Now()
 	}
-	res, err := s.db.ExecContext(ctx, `INSERT INTO paths (cache_id, hash_part, store_path, nar_hash, narinfo, created)
+	conflict := `DO NOTHING`
+	if replace {
+		conflict = `DO UPDATE SET store_path = excluded.store_path, nar_hash = excluded.nar_hash,
+			narinfo = excluded.narinfo, created = excluded.created`
+	}
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `INSERT INTO paths (cache_id, hash_part, store_path, nar_hash, narinfo, created)
 		SELECT ?, ?, ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM nars WHERE nar_hash = ?) AND EXISTS (SELECT 1 FROM caches WHERE id = ?)
-		ON CONFLICT (cache_id, hash_part) DO UPDATE SET store_path = excluded.store_path, nar_hash = excluded.nar_hash,
-			narinfo = excluded.narinfo, created = excluded.created`,
-		p.CacheID, p.HashPart, p.StorePath, p.NarHash, p.NarInfo, nanos(p.Created), p.NarHash, p.CacheID)
+		ON CONFLICT (cache_id, hash_part) `+conflict,
+			p.CacheID, p.HashPart, p.StorePath, p.NarHash, p.NarInfo, nanos(p.Created), p.NarHash, p.CacheID)
+		if err != nil {
+			return err
+		}
+		if n, _ := res.RowsAffected(); n == 1 {
+			return nil
+		}
+		var exists bool
+		if err := tx.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM paths WHERE cache_id = ? AND hash_part = ?)`, p.CacheID, p.HashPart).Scan(&exists); err != nil {
+			return err
+		}
+		if exists && !replace {
+			return fmt.Errorf("cache %d has a path with hash part %s: %w", p.CacheID, p.HashPart, meta.ErrExists)
+		}
+		return fmt.Errorf("cache %d or NAR %s: %w", p.CacheID, p.NarHash, meta.ErrNotFound)
+	})
 	if err != nil {
 		return fmt.Errorf("put path %s: %w", p.StorePath, err)
-	}
-	if n, _ := res.RowsAffected(); n == 0 {
-		return fmt.Errorf("put path %s: cache %d or NAR %s: %w", p.StorePath, p.CacheID, p.NarHash, meta.ErrNotFound)
 	}
 	return nil
 }
@@ -159,19 +188,69 @@ func (s *Store) Missing(ctx context.Context, cacheID int64, hashParts []string) 
 	return missing, nil
 }
 
-// PutLog stores l, replacing an earlier log of the same derivation.
-func (s *Store) PutLog(ctx context.Context, l meta.Log) error {
+// PutLog stores l unless the cache has a log of its derivation or l would
+// take the cache past max.
+func (s *Store) PutLog(ctx context.Context, l meta.Log, max meta.LogLimits) error {
+	return s.putLog(ctx, l, false, max)
+}
+
+// ReplaceLog stores l, replacing an earlier log of the same derivation.
+func (s *Store) ReplaceLog(ctx context.Context, l meta.Log) error {
+	return s.putLog(ctx, l, true, meta.LogLimits{})
+}
+
+// putLog keeps log_usage, the count and size of each cache's logs, in
+// step with logs, so that limits cost a lookup, not a scan.
+func (s *Store) putLog(ctx context.Context, l meta.Log, replace bool, max meta.LogLimits) error {
 	if l.Created.IsZero() {
 		l.Created = time.Now()
 	}
-	res, err := s.db.ExecContext(ctx, `INSERT OR REPLACE INTO logs (cache_id, drv, blob_key, size, created)
-		SELECT ?, ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM caches WHERE id = ?)`,
-		l.CacheID, l.Drv, l.BlobKey, l.Size, nanos(l.Created), l.CacheID)
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		var exists bool
+		if err := tx.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM caches WHERE id = ?)`, l.CacheID).Scan(&exists); err != nil {
+			return err
+		}
+		if !exists {
+			return fmt.Errorf("cache %d: %w", l.CacheID, meta.ErrNotFound)
+		}
+		var oldSize int64
+		err := tx.QueryRowContext(ctx, `SELECT size FROM logs WHERE cache_id = ? AND drv = ?`, l.CacheID, l.Drv).Scan(&oldSize)
+		switch {
+		case err == nil && !replace:
+			return fmt.Errorf("cache %d has a log for %s: %w", l.CacheID, l.Drv, meta.ErrExists)
+		case err == nil:
+			if _, err := tx.ExecContext(ctx, `DELETE FROM logs WHERE cache_id = ? AND drv = ?`, l.CacheID, l.Drv); err != nil {
+				return err
+			}
+			if _, err := tx.ExecContext(ctx, `UPDATE log_usage SET count = count - 1, bytes = bytes - ? WHERE cache_id = ?`, oldSize, l.CacheID); err != nil {
+				return err
+			}
+		case !errors.Is(err, sql.ErrNoRows):
+			return err
+		}
+		if max.Count > 0 || max.Bytes > 0 {
+			var count, bytes int64
+			err := tx.QueryRowContext(ctx, `SELECT count, bytes FROM log_usage WHERE cache_id = ?`, l.CacheID).Scan(&count, &bytes)
+			if err != nil && !errors.Is(err, sql.ErrNoRows) {
+				return err
+			}
+			if max.Count > 0 && count+1 > max.Count {
+				return fmt.Errorf("cache %d holds %d logs, its limit: %w", l.CacheID, count, meta.ErrLimit)
+			}
+			if max.Bytes > 0 && bytes+l.Size > max.Bytes {
+				return fmt.Errorf("cache %d holds %d bytes of logs; %d more would pass its limit of %d: %w", l.CacheID, bytes, l.Size, max.Bytes, meta.ErrLimit)
+			}
+		}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO logs (cache_id, drv, blob_key, size, created) VALUES (?, ?, ?, ?, ?)`,
+			l.CacheID, l.Drv, l.BlobKey, l.Size, nanos(l.Created)); err != nil {
+			return err
+		}
+		_, err = tx.ExecContext(ctx, `INSERT INTO log_usage (cache_id, count, bytes) VALUES (?, 1, ?)
+			ON CONFLICT (cache_id) DO UPDATE SET count = count + 1, bytes = bytes + excluded.bytes`, l.CacheID, l.Size)
+		return err
+	})
 	if err != nil {
 		return fmt.Errorf("put log %s: %w", l.Drv, err)
-	}
-	if n, _ := res.RowsAffected(); n == 0 {
-		return fmt.Errorf("put log %s: cache %d: %w", l.Drv, l.CacheID, meta.ErrNotFound)
 	}
 	return nil
 }

@@ -43,15 +43,23 @@ type Store struct {
 	// data_version query; nil if it could not be mapped (then every
 	// Version call queries).
 	shm         []byte
+	shmFile     *shmHandle            // keeps the -shm file open while shm is mapped
 	shmHdr      [walIndexHdrSize]byte // the WAL index header at lastVersion
 	shmValid    bool
 	lastVersion int64
 }
 
 // Open opens (creating if needed) the database at path and brings its
-// schema up to date.
+// schema up to date. A new database file (and its directory) is readable
+// by its owner only, whatever the umask: it holds every cache's signing
+// key. SQLite gives the -wal and -shm files the database file's mode.
 func Open(ctx context.Context, path string) (*Store, error) {
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, fmt.Errorf("open metadata %s: %w", path, err)
+	}
+	if f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600); err == nil {
+		f.Close()
+	} else if !errors.Is(err, os.ErrExist) {
 		return nil, fmt.Errorf("open metadata %s: %w", path, err)
 	}
 	dsn := "file:" + path + "?_txlock=immediate" +
@@ -90,7 +98,10 @@ func Open(ctx context.Context, path string) (*Store, error) {
 		db.Close()
 		return nil, fmt.Errorf("open metadata %s: %w", path, err)
 	}
-	s.shm = mapShm(path + "-shm")
+	s.shmFile = openShm(path + "-shm")
+	if s.shmFile != nil {
+		s.shm = s.shmFile.mapHeader()
+	}
 	return s, nil
 }
 
@@ -104,7 +115,10 @@ func (s *Store) Close() error {
 		s.shm = nil
 	}
 	s.versionMu.Unlock()
-	return s.db.Close()
+	err := s.db.Close()
+	// Only now, with every SQLite connection of this Store closed: see shmHandle.
+	s.shmFile.release()
+	return err
 }
 
 // walIndexHdrSize is the size of the WAL index header at the start of the
@@ -143,15 +157,66 @@ func (s *Store) Version(ctx context.Context) (int64, error) {
 	return v, nil
 }
 
-// mapShm maps the first page of the WAL index read-only, or returns nil.
-// SQLite never shrinks the file while a connection of this process
-// (versionConn) has it open; readShm survives a fault anyway.
-func mapShm(name string) []byte {
+// shmHandle is this process's open file of one WAL index (-shm). SQLite
+// locks the -shm file with POSIX (fcntl) locks, which belong to the
+// process and are all dropped when the process closes any descriptor of
+// the file. A descriptor of our own, opened to map the header, must
+// therefore stay open as long as SQLite may hold locks on the file in
+// this process: closing it would drop the server's shared DMS lock, and
+// the next admin command, finding no other user, would truncate and
+// rebuild the WAL index under the server's mappings (SQLITE_IOERR_IN_PAGE,
+// "disk I/O error (8714)"). Handles are shared per file and refcounted:
+// the descriptor is closed when the last Store of the file in this
+// process has closed its connections.
+type shmHandle struct {
+	name string
+	f    *os.File
+	refs int
+}
+
+var (
+	shmMu    sync.Mutex
+	shmFiles = map[string]*shmHandle{}
+)
+
+// openShm returns this process's handle of the -shm file name, opening
+// it if needed, or nil if it cannot be opened.
+func openShm(name string) *shmHandle {
+	shmMu.Lock()
+	defer shmMu.Unlock()
+	if h := shmFiles[name]; h != nil {
+		h.refs++
+		return h
+	}
 	f, err := os.Open(name)
 	if err != nil {
 		return nil
 	}
-	defer f.Close()
+	h := &shmHandle{name: name, f: f, refs: 1}
+	shmFiles[name] = h
+	return h
+}
+
+// release drops one reference; the last closes the file.
+func (h *shmHandle) release() {
+	if h == nil {
+		return
+	}
+	shmMu.Lock()
+	defer shmMu.Unlock()
+	if h.refs--; h.refs == 0 {
+		delete(shmFiles, h.name)
+		h.f.Close()
+	}
+}
+
+// mapHeader maps the first page of the WAL index read-only, or returns
+// nil. SQLite never shrinks the file while a connection of this process
+// (versionConn) has it open; readShm survives a fault anyway.
+func (h *shmHandle) mapHeader() []byte { return mapFile(h.f) }
+
+// mapFile maps the first page of f read-only, or returns nil.
+func mapFile(f *os.File) []byte {
 	const size = 4096
 	if fi, err := f.Stat(); err != nil || fi.Size() < size {
 		return nil
@@ -250,6 +315,13 @@ CREATE TABLE logs (
 	PRIMARY KEY (cache_id, drv)
 ) WITHOUT ROWID;
 CREATE INDEX logs_blob ON logs(blob_key);
+`, `
+CREATE TABLE log_usage (
+	cache_id INTEGER PRIMARY KEY REFERENCES caches(id) ON DELETE CASCADE,
+	count INTEGER NOT NULL,
+	bytes INTEGER NOT NULL
+);
+INSERT INTO log_usage (cache_id, count, bytes) SELECT cache_id, COUNT(*), SUM(size) FROM logs GROUP BY cache_id;
 `}
 
 func (s *Store) migrate(ctx context.Context) error {
