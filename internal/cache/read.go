@@ -1,8 +1,8 @@
 package cache
 
 import (
-	"context"
 	"bufio"
+	"context"
 	"errors"
 	"fmt"
 	"io"
