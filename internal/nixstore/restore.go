@@ -37,7 +37,7 @@ type restorer struct {
 }
 
 type openDir struct {
-	path string
+	name string
 	fd   int
 }
 
@@ -90,7 +90,7 @@ func (r *restorer) tree(rootFd int) (err error) {
 		err := finishDir(d.fd)
 		unix.Close(d.fd)
 		if err != nil {
-			return fmt.Errorf("%s: %w", show(d.path), err)
+			return fmt.Errorf("%s: %w", show(d.name), err)
 		}
 		return nil
 	}
@@ -110,16 +110,17 @@ func (r *restorer) tree(rootFd int) (err error) {
 		if err := r.ctx.Err(); err != nil {
 			return err
 		}
-		parent, name := splitPath(h.Path)
-		for len(stack) > 1 && stack[len(stack)-1].path != parent {
+		// h.Depth directories are above h: its parent is stack[h.Depth-1].
+		if h.Depth < 1 || h.Depth > len(stack) {
+			return fmt.Errorf("%s: no open directory at depth %d", show(r.nr.Path()), h.Depth-1)
+		}
+		for len(stack) > h.Depth {
 			if err := pop(); err != nil {
 				return err
 			}
 		}
-		if stack[len(stack)-1].path != parent {
-			return fmt.Errorf("%s: directory %q not open", show(h.Path), parent)
-		}
 		dirfd := stack[len(stack)-1].fd
+		name := h.Name
 		switch h.Type {
 		case nar.TypeRegular:
 			err = r.file(dirfd, name, h, nil)
@@ -128,11 +129,11 @@ func (r *restorer) tree(rootFd int) (err error) {
 		case nar.TypeDirectory:
 			var fd int
 			if fd, err = r.mkdir(dirfd, name); err == nil {
-				stack = append(stack, openDir{h.Path, fd})
+				stack = append(stack, openDir{name, fd})
 			}
 		}
 		if err != nil {
-			return fmt.Errorf("%s: %w", show(h.Path), err)
+			return fmt.Errorf("%s: %w", show(r.nr.Path()), err)
 		}
 	}
 }
@@ -231,14 +232,6 @@ func (r *restorer) fill(fd int, h *nar.Header, tee io.Writer) error {
 			return err
 		}
 	}
-}
-
-func splitPath(p string) (dir, name string) {
-	i := strings.LastIndexByte(p, '/')
-	if i < 0 {
-		return "", p
-	}
-	return p[:i], p[i+1:]
 }
 
 func show(p string) string {
