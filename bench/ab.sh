@@ -50,6 +50,7 @@ mapfile -t paths < <(nix build --no-link --json -f "$work/paths.nix" | tr ',' '\
 # start NAME BINARY PORT: a server with one public cache holding the paths.
 start() {
   local data=$work/data-$1
+  "$2" init --data-dir "$data" >/dev/null 2>&1 || true  # admin commands need a data dir (older builds made one)
   "$2" cache create bench --public --data-dir "$data" >/dev/null
   local tok
   tok=$("$2" token create --cache bench --push --data-dir "$data" 2>/dev/null)

@@ -52,6 +52,7 @@ echo "admin.sh: building $PATHS paths..." >&2
 mapfile -t paths < <(nix build --no-link --json -f "$work/paths.nix" | tr ',' '\n' | sed -n 's/.*"out":"\([^"]*\)".*/\1/p')
 
 data=$work/data
+"$silo" init --data-dir "$data" >/dev/null 2>&1 || true  # admin commands need a data dir (older builds made one)
 "$silo" cache create bench --public --data-dir "$data" >/dev/null
 token=$("$silo" token create --cache bench --push --data-dir "$data" 2>/dev/null)
 echo "machine 127.0.0.1 password $token" > "$work/netrc"

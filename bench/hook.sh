@@ -37,6 +37,7 @@ out=$(nix build --no-link --json --impure --expr "(import $drv)" 2>/dev/null | s
 [ -n "$out" ] || out=$(nix-store --realise "$drv")
 
 port=$((20000 + RANDOM % 10000))
+"$silo" init --data-dir "$work/data" >/dev/null 2>&1 || true  # admin commands need a data dir (older builds made one)
 "$silo" cache create main --public --data-dir "$work/data" >/dev/null 2>&1
 token=$("$silo" token create --cache main --push --data-dir "$work/data" 2>/dev/null)
 "$silo" login main "http://127.0.0.1:$port/main" "$token" 2>/dev/null

@@ -125,6 +125,7 @@ total=$(nix path-info -S "$root" | awk '{print $2}')
 # --- the embedded server, filled by nix copy, then moved to PostgreSQL + S3
 data=$work/data
 port_a=$((s3_port + 1)); port_b=$((s3_port + 2))
+"$silo" init --data-dir "$data" >/dev/null 2>&1 || true  # admin commands need a data dir (older builds made one)
 "$silo" cache create bench --public --data-dir "$data" >/dev/null
 token=$("$silo" token create --cache '*' --push --data-dir "$data" 2>/dev/null)
 echo "machine 127.0.0.1 password $token" > "$work/netrc"

@@ -84,6 +84,7 @@ total=$(nix path-info -S "$root" | awk '{print $2}')
 # --- silo serve with one public cache, pushed to by nix copy
 port=$((20000 + RANDOM % 10000)); nginx_port=$((port + 1))
 data="$work/data"
+"$work/silo" init --data-dir "$data" >/dev/null 2>&1 || true  # admin commands need a data dir (older builds made one)
 "$work/silo" cache create bench --public --data-dir "$data" >/dev/null
 token=$("$work/silo" token create --cache bench --push --data-dir "$data" 2>/dev/null)
 echo "machine 127.0.0.1 password $token" > "$work/netrc"

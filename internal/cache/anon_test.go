@@ -75,7 +75,7 @@ func TestRefusedTokenReadsPublicAnonymously(t *testing.T) {
 	}
 	// One warning per token and reason, not one per request.
 	logs := logBuf.String()
-	if n := strings.Count(logs, "token "+id+" is unknown or revoked"); n == 0 || strings.Count(logs, "read a public cache anonymously") != 4 {
+	if n := strings.Count(logs, "token "+id+" rejected"); n == 0 || strings.Count(logs, "read a public cache anonymously") != 4 {
 		t.Errorf("want one warning for each of the 4 refused tokens, got:\n%s", logs)
 	}
 }

@@ -121,6 +121,7 @@ func closes(c net.Conn, d time.Duration) bool {
 func TestServeConnectionGuard(t *testing.T) {
 	bin := nixtest.SiloBinary(t)
 	data := filepath.Join(t.TempDir(), "data")
+	silo(t, bin, "init", "--data-dir", data)
 	silo(t, bin, "cache", "create", "main", "--public", "--data-dir", data)
 	tok := strings.TrimSpace(silo(t, bin, "token", "create", "--cache", "main", "--push", "--data-dir", data))
 	srv := startServe(t, bin, data, "--max-connections-per-ip", "4", "--idle-timeout", "1s", "--min-transfer-rate", "1K", "--upload-idle-timeout", "1s")
@@ -226,6 +227,7 @@ func TestServeTLS(t *testing.T) {
 	cert, key := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
 	writeTestCert(t, cert, key, 1)
 	data := filepath.Join(dir, "data")
+	silo(t, bin, "init", "--data-dir", data)
 	silo(t, bin, "cache", "create", "main", "--public", "--data-dir", data)
 	tok := strings.TrimSpace(silo(t, bin, "token", "create", "--cache", "main", "--push", "--data-dir", data))
 	srv := startServe(t, bin, data, "--tls-cert-file", cert, "--tls-key-file", key)
@@ -280,6 +282,7 @@ func TestServeTLS(t *testing.T) {
 func TestServeMetricsListen(t *testing.T) {
 	bin := nixtest.SiloBinary(t)
 	data := filepath.Join(t.TempDir(), "data")
+	silo(t, bin, "init", "--data-dir", data)
 	silo(t, bin, "cache", "create", "secret", "--data-dir", data)
 	srv := startServe(t, bin, data, "--metrics-listen", "127.0.0.1:0")
 	if st := status(t, "GET", srv.url+"/metrics", "", nil); st != 401 {
@@ -305,6 +308,7 @@ func TestServeMetricsListen(t *testing.T) {
 func TestServeAdminCommandsBesideLoad(t *testing.T) {
 	bin := nixtest.SiloBinary(t)
 	data := filepath.Join(t.TempDir(), "data")
+	silo(t, bin, "init", "--data-dir", data)
 	silo(t, bin, "cache", "create", "main", "--public", "--data-dir", data)
 	srv := startServe(t, bin, data)
 	var ok, failed atomic.Int64
