@@ -15,6 +15,7 @@ in
     unit = [ "listen" "data-dir" "config" ];
     secrets = {
       s3-credentials-file = [ false "AWS credentials file for s3:// blobs" ];
+      tls-key-file = [ false "TLS private key (PEM); read again on SIGHUP" ];
     };
     settings = {
       url = [ t.str "public base URL of the server, for the substituter lines `silo cache info` prints" ];
@@ -27,6 +28,22 @@ in
       upload-ttl = [ duration "how long a verified NAR upload waits for its narinfo" ];
       gc-interval = [ duration "how often unused NARs and expired uploads are deleted" ];
       shutdown-timeout = [ duration "how long in-flight requests may finish on SIGTERM" ];
+      idle-timeout = [ duration "grace before a connection must keep up --min-transfer-rate" ];
+      min-transfer-rate = [ size "slowest average rate (bytes/s) a client blocked on may keep after the idle grace" ];
+      max-connections = [ t.int "connections open at once overall (0: from the open-file limit); 503 past it" ];
+      max-connections-per-ip = [ t.int "connections open at once per client address (0: no limit, e.g. behind a reverse proxy)" ];
+      metrics-listen = [ t.str "serve every metric on an address of its own (host:port or unix:/path)" ];
+      tls-cert-file = [ t.str "TLS certificate chain (PEM); read again on SIGHUP" ];
+      socket-mode = [ t.str "mode of a unix socket --listen creates (octal, e.g. \"0660\")" ];
+      socket-group = [ t.str "group of a unix socket --listen creates" ];
+      max-nar-expansion = [ t.int "refuse an upload expanding more than this many times its size as sent, past its first 256 MiB (0: no limit)" ];
+      max-nar-objects = [ t.int "most files, directories and symlinks one NAR may hold" ];
+      max-nar-depth = [ t.int "deepest directory nesting one NAR may have" ];
+      max-uploads-per-cache = [ t.int "NAR uploads to one cache verified at once (0: half of max-uploads)" ];
+      upload-wait = [ duration "how long an upload waits for a slot before it is answered 503" ];
+      max-log-size = [ size "largest build log accepted" ];
+      max-logs-per-cache = [ t.int "most build logs one cache may hold (0: no limit)" ];
+      max-log-bytes-per-cache = [ size "most bytes of build logs one cache may hold (0: no limit)" ];
       db = [ t.str "metadata database URL: postgres://[USER@]HOST[:PORT]/DB (password from PGPASSFILE or ~/.pgpass, never in the URL); default SQLite in the data directory" ];
       blobs = [ t.str "blob store URL: s3://BUCKET[/PREFIX]?endpoint=URL&region=R, or a directory; default blobs/ in the data directory" ];
       gc-grace = [ duration "with a postgres db: how long a collected blob waits before it is deleted" ];
@@ -39,6 +56,7 @@ in
   publish = {
     unit = [ "listen" "config" "token-data-dir" ];
     secrets = {
+      tls-key-file = [ false "TLS private key (PEM); read again on SIGHUP" ];
       signing-key-file = [ true "secret key files to sign narinfos with (nix-store --generate-binary-cache-key)" ];
     };
     settings = {
@@ -49,6 +67,17 @@ in
       db = [ t.str "read this Nix database file directly instead of asking the store daemon" ];
       max-streams = [ t.int "NARs dumped at once at most; more requests wait" ];
       token-cache = [ t.str "with tokens from silo serve: the cache name tokens must grant pull on" ];
+      idle-timeout = [ duration "grace before a connection must keep up --min-transfer-rate" ];
+      min-transfer-rate = [ size "slowest average rate (bytes/s) a client blocked on may keep after the idle grace" ];
+      max-connections = [ t.int "connections open at once overall (0: from the open-file limit); 503 past it" ];
+      max-connections-per-ip = [ t.int "connections open at once per client address (0: no limit, e.g. behind a reverse proxy)" ];
+      metrics-listen = [ t.str "serve every metric on an address of its own (host:port or unix:/path)" ];
+      tls-cert-file = [ t.str "TLS certificate chain (PEM); read again on SIGHUP" ];
+      socket-mode = [ t.str "mode of a unix socket --listen creates (octal, e.g. \"0660\")" ];
+      socket-group = [ t.str "group of a unix socket --listen creates" ];
+      shutdown-timeout = [ duration "how long in-flight requests may finish on SIGTERM" ];
+      log-level = [ logLevel "log level" ];
+      log-format = [ (t.enum [ "text" "json" ]) "log format" ];
       token-db = [ t.str "with tokens from silo serve on PostgreSQL: its metadata database URL" ];
     };
   };

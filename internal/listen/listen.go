@@ -95,11 +95,12 @@ func ListenSocket(ctx context.Context, addr string, s Socket) (net.Listener, err
 	if err != nil {
 		return nil, err
 	}
-	if len(ls) > 0 {
-		for _, extra := range ls[1:] {
-			extra.Close()
-		}
+	switch len(ls) {
+	case 0:
+	case 1:
 		return ls[0], nil
+	default:
+		return merge(ls), nil // every socket systemd passes is served
 	}
 	l, err := Addr(ctx, addr)
 	if err != nil {
