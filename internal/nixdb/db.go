@@ -164,7 +164,7 @@ func (d *DB) open(ctx context.Context, o Options) error {
 	// Prepare every statement now, as Nix does: with one connection, a
 	// statement prepared inside a transaction would wait for itself.
 	qs := []string{qPathInfo, qIsValid, qReferrers, qValidDerivers, qDerivationOutputs, qPathFromHashPart, qAllValid,
-		sRegister, sUpdate, sAddRef, sAddDrvOut, sInvalidate, qID}
+		sRegister, sUpdate, sAddRef, sAddDrvOut, sInvalidate, qID, sInvalidateUnreferenced}
 	if d.hasCA {
 		qs = append(qs, qRealisation, qRealisationRefs, sRegisterReal, sUpdateReal, sAddRealRef)
 	}

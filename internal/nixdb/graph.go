@@ -138,22 +138,20 @@ func (d *DB) InvalidateUnreferenced(ctx context.Context, paths []storepath.Path,
 			if skip != nil && skip(p) {
 				continue
 			}
-			refs, err := d.queryReferrers(ctx, tx, p)
+			res, err := d.exec(ctx, tx, sInvalidateUnreferenced, p.String())
 			if err != nil {
-				return err
+				return fmt.Errorf("invalidate %s in %s: %w", p, d.path, err)
 			}
-			inUse := false
-			for _, r := range refs {
-				if r != p {
-					inUse = true
-					break
+			if n, err := res.RowsAffected(); err != nil {
+				return err
+			} else if n == 0 {
+				// In use, or not valid at all (then there is nothing to keep).
+				if ok, err := d.isValid(ctx, tx, p); err != nil || ok {
+					if err != nil {
+						return err
+					}
+					continue
 				}
-			}
-			if inUse {
-				continue
-			}
-			if err := d.invalidate(ctx, tx, p); err != nil {
-				return err
 			}
 			done = append(done, p)
 		}
@@ -164,3 +162,7 @@ func (d *DB) InvalidateUnreferenced(ctx context.Context, paths []storepath.Path,
 	}
 	return done, nil
 }
+
+// sInvalidateUnreferenced deletes a path's row unless another path refers to it.
+const sInvalidateUnreferenced = `delete from ValidPaths where path = ? and not exists
+	(select 1 from Refs where Refs.reference = ValidPaths.id and Refs.referrer != ValidPaths.id)`

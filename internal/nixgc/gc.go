@@ -109,6 +109,7 @@ type collector struct {
 	paths map[string]bool // res.Paths as a set
 
 	batch    []storepath.Path // dead paths to delete, referrers first
+	storeFd  int              // the real store directory, open
 	specific map[storepath.Path]bool
 }
 
@@ -131,6 +132,11 @@ func (c *collector) run() (*Results, error) {
 	}); err != nil {
 		return nil, err
 	}
+	c.storeFd, err = unix.Open(s.RealStoreDir(), unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("opening directory '%s': %w", s.RealStoreDir(), err)
+	}
+	defer unix.Close(c.storeFd)
 	srv, err := startRootsServer(s, c.sh)
 	if err != nil {
 		return nil, fmt.Errorf("starting the GC roots server: %w", err)
@@ -259,7 +265,7 @@ func (c *collector) deleteFromStore(base string) error {
 	path := string(c.s.Dir()) + "/" + base
 	c.s.Log(nixstore.LvlInfo, "deleting '%s'", path)
 	c.paths[path] = true
-	freed, err := nixstore.DeletePath(filepath.Join(c.s.RealStoreDir(), base))
+	freed, err := nixstore.DeletePathAt(c.storeFd, base, filepath.Join(c.s.RealStoreDir(), base))
 	c.res.BytesFreed += freed
 	if err != nil {
 		return err

@@ -139,7 +139,7 @@ func TestGCMatchesNix(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if d := cmp.Diff(nixCopy.Entries(), ts.Entries()); d != "" {
+	if d := cmp.Diff(nixCopy.Entries(t), ts.Entries(t)); d != "" {
 		t.Errorf("after collecting, the store differs (-Nix +silo):\n%s", d)
 	}
 	dumpN, _ := nixCopy.Run("nix-store", "--dump-db")

@@ -57,6 +57,11 @@ func TestAddToStoreNarRefuses(t *testing.T) {
 	slash := narTokens("nix-archive-1", "(", "type", "directory", "entry", "(", "name", "a/b", "node",
 		"(", "type", "regular", "contents", "x", ")", ")", ")")
 
+	// A file declared a terabyte long that sends a few bytes: refused at
+	// once, without reserving any space for it.
+	huge := append(narTokens("nix-archive-1", "(", "type", "regular", "contents"), binary.LittleEndian.AppendUint64(nil, 1<<40)...)
+	huge = append(huge, "just a few bytes"...)
+
 	// A fixed-output CA that does not match the contents.
 	wrongCA := hash.Sum(hash.SHA256, []byte("not the contents"))
 	caPath, err := s.Dir().MakeFixedOutputPath("f", false, wrongCA, nil, false)
@@ -78,12 +83,13 @@ func TestAddToStoreNarRefuses(t *testing.T) {
 		{"truncated", nixstore.PathInfo{NarHash: goodHash, NarSize: uint64(len(good))}, good[:len(good)-50], "truncated"},
 		{"dot-dot entry", nixstore.PathInfo{NarHash: hash.Sum(hash.SHA256, escape), NarSize: uint64(len(escape))}, escape, `".." not allowed`},
 		{"slash in name", nixstore.PathInfo{NarHash: hash.Sum(hash.SHA256, slash), NarSize: uint64(len(slash))}, slash, "contains '/'"},
+		{"huge declared file", nixstore.PathInfo{NarHash: hash.Sum(hash.SHA256, huge), NarSize: 1 << 40}, huge, "truncated"},
 		{"not a NAR", nixstore.PathInfo{NarHash: hash.Sum(hash.SHA256, []byte("hello")), NarSize: 5}, []byte("hello"), "not a NAR"},
 		{"invalid reference", nixstore.PathInfo{NarHash: fileHash, NarSize: uint64(len(fileNar)), References: []storepath.Path{missing}}, fileNar, "is not valid"},
 		{"ca mismatch", nixstore.PathInfo{Path: caPath, NarHash: caNarHash, NarSize: uint64(len(caNar)), CA: "fixed:sha256:" + wrongCA.Nix32()}, caNar, "ca hash mismatch importing path"},
 		{"false ca claim", nixstore.PathInfo{NarHash: fileHash, NarSize: uint64(len(fileNar)), CA: "fixed:sha256:" + wrongCA.Nix32()}, fileNar, "claims to be content-addressed but isn't"},
 	}
-	before := ts.Entries()
+	before := ts.Entries(t)
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			info := tt.info
@@ -97,7 +103,7 @@ func TestAddToStoreNarRefuses(t *testing.T) {
 			if ok, _ := s.IsValid(ctx, info.Path); ok {
 				t.Errorf("%s became valid", info.Path)
 			}
-			if after := ts.Entries(); strings.Join(after, " ") != strings.Join(before, " ") {
+			if after := ts.Entries(t); strings.Join(after, " ") != strings.Join(before, " ") {
 				t.Errorf("store directory changed from %v to %v", before, after)
 			}
 		})
@@ -127,7 +133,7 @@ func TestAddToStoreNarCancelled(t *testing.T) {
 	if ok, _ := s.IsValid(context.Background(), p); ok {
 		t.Error("a cancelled upload became valid")
 	}
-	if e := ts.Entries(); len(e) != 0 {
+	if e := ts.Entries(t); len(e) != 0 {
 		t.Errorf("left in the store: %v", e)
 	}
 }
@@ -156,7 +162,7 @@ func TestAddToStoreNarConcurrent(t *testing.T) {
 			t.Errorf("add %d: %v", i, err)
 		}
 	}
-	if e := ts.Entries(); len(e) != 1 || e[0] != p.Base() {
+	if e := ts.Entries(t); len(e) != 1 || e[0] != p.Base() {
 		t.Errorf("store holds %v, want just %s", e, p.Base())
 	}
 	got, _, err := nar.HashPath(context.Background(), ts.Store.RealPath(p))

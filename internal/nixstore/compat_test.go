@@ -128,7 +128,7 @@ func TestAddMatchesNix(t *testing.T) {
 	}
 	silo.Run("nix-store", "--verify", "--check-contents")
 	// Modes and times on disk are the ones Nix gives its own paths.
-	for _, e := range nixs.Entries() {
+	for _, e := range nixs.Entries(t) {
 		var a, b bytes.Buffer
 		stat := func(root string, w *bytes.Buffer) {
 			cmd := exec.Command("find", e, "-printf", `%P %y %m %T@ %s %l\n`)

@@ -31,6 +31,14 @@ func DeletePath(path string) (uint64, error) {
 	return freed, err
 }
 
+// DeletePathAt is DeletePath of the entry name of the open directory
+// dirfd (path names it in errors).
+func DeletePathAt(dirfd int, name, path string) (uint64, error) {
+	var freed uint64
+	err := deleteAt(dirfd, name, path, &freed)
+	return freed, err
+}
+
 func deleteAt(parent int, name, path string, freed *uint64) error {
 	var st unix.Stat_t
 	if err := unix.Fstatat(parent, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {

@@ -14,7 +14,7 @@ import (
 // each path, taken in sorted order (so two lockers of overlapping sets
 // cannot deadlock).
 type PathLocks struct {
-	files []*os.File
+	fds   []int
 	paths []string
 }
 
@@ -41,40 +41,40 @@ func lockPaths(ctx context.Context, paths []string, wait bool, waitMsg string, l
 	for _, p := range sorted {
 		lockPath := p + ".lock"
 		for {
-			f, err := os.OpenFile(lockPath, os.O_RDWR|os.O_CREATE, 0o600)
+			fd, err := unix.Open(lockPath, unix.O_RDWR|unix.O_CREAT|unix.O_CLOEXEC, 0o600)
 			if err != nil {
 				l.Unlock(false)
 				return nil, false, fmt.Errorf("opening lock file '%s': %w", lockPath, err)
 			}
-			if !flockNB(f, unix.LOCK_EX) {
+			if !flockFdNB(fd, unix.LOCK_EX) {
 				if !wait {
-					f.Close()
+					unix.Close(fd)
 					l.Unlock(false)
 					return nil, false, nil
 				}
 				if waitMsg != "" && log != nil {
 					log(waitMsg)
 				}
-				if err := flockWait(ctx, f, unix.LOCK_EX); err != nil {
-					f.Close()
+				if err := flockFdWait(ctx, fd, unix.LOCK_EX); err != nil {
+					unix.Close(fd)
 					l.Unlock(false)
 					return nil, false, fmt.Errorf("waiting for lock on '%s': %w", p, err)
 				}
 			}
 			var st unix.Stat_t
-			if err := unix.Fstat(int(f.Fd()), &st); err != nil {
-				f.Close()
+			if err := unix.Fstat(fd, &st); err != nil {
+				unix.Close(fd)
 				l.Unlock(false)
 				return nil, false, fmt.Errorf("statting lock file '%s': %w", lockPath, err)
 			}
 			if st.Size == 0 {
-				l.files = append(l.files, f)
+				l.fds = append(l.fds, fd)
 				l.paths = append(l.paths, lockPath)
 				break
 			}
 			// Its owner deleted it after we opened it: someone else may
 			// now hold a lock on a new file of that name. Retry.
-			f.Close()
+			unix.Close(fd)
 		}
 	}
 	return l, true, nil
@@ -87,19 +87,21 @@ func (l *PathLocks) Unlock(deleteFiles bool) {
 	if l == nil {
 		return
 	}
-	for i, f := range l.files {
+	for i, fd := range l.fds {
 		if deleteFiles {
-			os.Remove(l.paths[i])
-			f.Write([]byte("d"))
+			unix.Unlink(l.paths[i])
+			unix.Write(fd, []byte("d"))
 		}
-		f.Close()
+		unix.Close(fd)
 	}
-	l.files, l.paths = nil, nil
+	l.fds, l.paths = nil, nil
 }
 
-func flockNB(f *os.File, how int) bool {
+func flockNB(f *os.File, how int) bool { return flockFdNB(int(f.Fd()), how) }
+
+func flockFdNB(fd, how int) bool {
 	for {
-		err := unix.Flock(int(f.Fd()), how|unix.LOCK_NB)
+		err := unix.Flock(fd, how|unix.LOCK_NB)
 		if err != unix.EINTR {
 			return err == nil
 		}
@@ -109,8 +111,12 @@ func flockNB(f *os.File, how int) bool {
 // flockWait takes a lock, waiting. A blocking flock cannot be interrupted
 // by ctx, so it polls, backing off to 50 ms between tries.
 func flockWait(ctx context.Context, f *os.File, how int) error {
+	return flockFdWait(ctx, int(f.Fd()), how)
+}
+
+func flockFdWait(ctx context.Context, fd, how int) error {
 	pause := 100 * time.Microsecond
-	for !flockNB(f, how) {
+	for !flockFdNB(fd, how) {
 		t := time.NewTimer(pause)
 		select {
 		case <-ctx.Done():

@@ -202,11 +202,8 @@ func (r *restorer) file(dirfd int, name string, h *nar.Header, tee io.Writer) er
 }
 
 func (r *restorer) fill(fd int, h *nar.Header, tee io.Writer) error {
-	if h.Size > 1<<20 {
-		// Tell the file system how big the file gets (one extent); errors
-		// do not matter.
-		unix.Fallocate(fd, unix.FALLOC_FL_KEEP_SIZE, 0, h.Size)
-	}
+	// No fallocate from the declared size: a hostile NAR may declare
+	// terabytes it never sends.
 	for {
 		n, rerr := r.nr.Read(r.buf)
 		if n > 0 {

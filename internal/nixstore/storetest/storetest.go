@@ -132,11 +132,11 @@ func (ts *Store) RealPath(p string) string {
 }
 
 // Entries lists the store directory, without .links, sorted.
-func (ts *Store) Entries() []string {
-	ts.T.Helper()
+func (ts *Store) Entries(t testing.TB) []string {
+	t.Helper()
 	ents, err := os.ReadDir(ts.Store.RealStoreDir())
 	if err != nil {
-		ts.T.Fatal(err)
+		t.Fatal(err)
 	}
 	var out []string
 	for _, e := range ents {
