@@ -7,6 +7,11 @@ cd "$(dirname "$0")"
 
 need=()
 command -v nix >/dev/null 2>&1 || need+=(nix-bin)
+# The README test (internal/readmetest) runs the README's commands on a scratch machine.
+command -v curl >/dev/null 2>&1 || need+=(curl)
+command -v ss >/dev/null 2>&1 || need+=(iproute2)
+# systemd-analyze and systemd-socket-activate, for the deployment tests (internal/units).
+command -v systemd-socket-activate >/dev/null 2>&1 || need+=(systemd)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "test.sh: missing ${need[*]}; run as root or install them: apt-get install -y ${need[*]}" >&2

@@ -44,7 +44,7 @@ func listPackages(t *testing.T) []pkg {
 var formats = map[string]bool{
 	"internal/nix32": true, "internal/hash": true, "internal/storepath": true,
 	"internal/nar": true, "internal/narinfo": true, "internal/signature": true,
-	"internal/refscan": true,
+	"internal/refscan": true, "internal/nixjson": true, "internal/derivation": true,
 }
 
 func TestDependencyDirections(t *testing.T) {

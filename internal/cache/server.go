@@ -213,7 +213,7 @@ func (s *Server) route(w http.ResponseWriter, r *http.Request) (string, error) {
 	if r.Method == http.MethodPut || r.Method == http.MethodPost || r.Method == http.MethodDelete {
 		need = meta.PermPush
 	}
-	if err := s.authorize(r, c, need); err != nil {
+	if err := s.authorizeRead(w, r, c, need); err != nil {
 		return kind, err
 	}
 	return kind, handle(s, w, r, c, rest)

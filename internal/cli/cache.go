@@ -1,34 +1,37 @@
 package cli
 
 import (
+	"bufio"
 	"context"
-	"crypto/rand"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"net"
-	"os"
+	"net/url"
 	"strings"
 	"text/tabwriter"
 
-	"github.com/silo-cache/silo/internal/cache"
-	"github.com/silo-cache/silo/internal/meta"
-	"github.com/silo-cache/silo/internal/signature"
+	"github.com/silo-cache/silo/internal/adminapi"
 	"github.com/silo-cache/silo/internal/storepath"
 )
 
+const adminLong = `
+Works on silo serve's --data-dir (also while the server runs), or with
+--server URL|NAME on a running server through its admin API, with an admin
+token (--token-file, or one saved by silo login NAME).`
+
 func init() {
 	Register(&Command{
-		Name:  "cache create",
-		Args:  "NAME",
-		Short: "create a binary cache with its own signing key",
+		Name:        "cache create",
+		Args:        "NAME",
+		Short:       "create a binary cache with its own signing key",
+		ServeConfig: true,
 		Long: `Creates the cache NAME, served at /NAME/ by silo serve (also while it runs),
 with a fresh ed25519 signing key named <host>-NAME-1 (--key-name to choose).
 Caches are private (readers need a pull token) unless --public. Prints what
-a Nix client needs, as silo cache info does.`,
+a Nix client needs, as silo cache info does.` + adminLong,
 		Setup: func(fs *flag.FlagSet) func(context.Context, *Env, []string) error {
-			f := defineServeFlags(fs)
+			f := defineAdminFlags(fs, true)
 			public := fs.Bool("public", false, "anyone may read the cache without a token")
 			priority := fs.Int("priority", 40, "priority in nix-cache-info: lower is preferred by clients")
 			keyName := fs.String("key-name", "", "name of the signing key (default <host>-NAME-1)")
@@ -37,69 +40,43 @@ a Nix client needs, as silo cache info does.`,
 				if len(args) != 1 {
 					return Usagef("cache create: want one NAME, got %d arguments", len(args))
 				}
-				name := args[0]
-				if err := cache.ValidCacheName(name); err != nil {
-					return Usagef("cache create: %v", err)
-				}
-				if _, err := storepath.NewDir(*storeDir); err != nil {
-					return Usagef("cache create: --store-dir: %v", err)
-				}
 				if *priority < 0 {
 					return Usagef("cache create: --priority %d: want 0 or more", *priority)
 				}
-				kn := *keyName
-				if kn == "" {
-					kn = defaultKeyName(name)
-				}
-				if err := signature.ValidateKeyName(kn); err != nil {
-					return Usagef("cache create: key name: %v (choose one with --key-name)", err)
-				}
-				key, err := signature.GenerateKey(kn, rand.Reader)
+				a, err := f.open(ctx, env)
 				if err != nil {
-					return fmt.Errorf("cache create: %w", err)
+					return adminError("cache create", err)
 				}
-				m, err := openMeta(ctx, f.dataDir)
+				defer a.close()
+				ci, err := a.CreateCache(ctx, adminapi.CacheSpec{Name: args[0], Public: *public, Priority: *priority, KeyName: *keyName, StoreDir: *storeDir})
 				if err != nil {
-					return fmt.Errorf("cache create: %w", err)
+					return adminError("cache create", err)
 				}
-				defer m.Close()
-				c, err := m.CreateCache(ctx, meta.Cache{Name: name, Public: *public, Priority: *priority, SecretKey: key.String(), StoreDir: *storeDir})
-				if errors.Is(err, meta.ErrExists) {
-					return fmt.Errorf("cache create: a cache named %s exists already (see silo cache info %s)", name, name)
-				}
-				if err != nil {
-					return fmt.Errorf("cache create: %w", err)
-				}
-				fmt.Fprintf(env.Stdout, "Created cache %s.\n\n", name)
-				return printCacheInfo(env.Stdout, c, f)
+				fmt.Fprintf(env.Stdout, "Created cache %s.\n\n", ci.Name)
+				printCacheInfo(env.Stdout, ci, a.urlNote)
+				return nil
 			}
 		},
 	})
 	Register(&Command{
-		Name:  "cache list",
-		Short: "list the caches with their size",
+		Name:        "cache list",
+		Short:       "list the caches with their size",
+		Long:        strings.TrimSpace(adminLong),
+		ServeConfig: true,
 		Setup: func(fs *flag.FlagSet) func(context.Context, *Env, []string) error {
-			f := defineServeFlags(fs)
+			f := defineAdminFlags(fs, false)
 			return func(ctx context.Context, env *Env, args []string) error {
 				if len(args) != 0 {
 					return Usagef("cache list: takes no arguments")
 				}
-				m, err := openMeta(ctx, f.dataDir)
+				a, err := f.open(ctx, env)
 				if err != nil {
-					return fmt.Errorf("cache list: %w", err)
+					return adminError("cache list", err)
 				}
-				defer m.Close()
-				caches, err := m.Caches(ctx)
+				defer a.close()
+				caches, err := a.Caches(ctx)
 				if err != nil {
-					return fmt.Errorf("cache list: %w", err)
-				}
-				usage, err := m.Usage(ctx)
-				if err != nil {
-					return fmt.Errorf("cache list: %w", err)
-				}
-				byName := map[string]meta.Usage{}
-				for _, u := range usage {
-					byName[u.Cache] = u
+					return adminError("cache list", err)
 				}
 				tw := tabwriter.NewWriter(env.Stdout, 0, 4, 2, ' ', 0)
 				fmt.Fprintln(tw, "NAME\tACCESS\tPRIORITY\tPATHS\tSTORED\tPUBLIC KEY")
@@ -108,141 +85,153 @@ a Nix client needs, as silo cache info does.`,
 					if c.Public {
 						access = "public"
 					}
-					u := byName[c.Name]
-					fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s\t%s\n", c.Name, access, c.Priority, u.Paths, humanBytes(u.StoredBytes), publicKey(c))
+					fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s\t%s\n", c.Name, access, c.Priority, c.Paths, humanBytes(c.StoredBytes), c.PublicKey)
+				}
+				if len(caches) == 0 {
+					fmt.Fprintf(env.Stderr, "no caches in %s yet: create one with silo cache create NAME\n", a.where)
 				}
 				return tw.Flush()
 			}
 		},
 	})
 	Register(&Command{
-		Name:  "cache info",
-		Args:  "NAME",
-		Short: "print a cache's URL, public key and the nix.conf lines clients need",
+		Name:        "cache info",
+		Args:        "NAME",
+		Short:       "print a cache's URL, public key and the nix.conf lines clients need",
+		ServeConfig: true,
+		Long: `Prints the substituter URL (the one silo serve recorded in the data
+directory: its --url, or what it listens on), the public key, and the
+nix.conf and netrc lines a client needs (silo use NAME|URL writes them).` + adminLong,
 		Setup: func(fs *flag.FlagSet) func(context.Context, *Env, []string) error {
-			f := defineServeFlags(fs)
+			f := defineAdminFlags(fs, true)
 			return func(ctx context.Context, env *Env, args []string) error {
 				if len(args) != 1 {
 					return Usagef("cache info: want one NAME, got %d arguments", len(args))
 				}
-				m, err := openMeta(ctx, f.dataDir)
+				a, err := f.open(ctx, env)
 				if err != nil {
-					return fmt.Errorf("cache info: %w", err)
+					return adminError("cache info", err)
 				}
-				defer m.Close()
-				c, err := m.Cache(ctx, args[0])
-				if errors.Is(err, meta.ErrNotFound) {
-					return fmt.Errorf("cache info: no cache named %s in %s (see silo cache list)", args[0], f.dataDir)
-				}
+				defer a.close()
+				ci, err := a.Cache(ctx, args[0])
 				if err != nil {
-					return fmt.Errorf("cache info: %w", err)
+					return adminError("cache info", err)
 				}
-				return printCacheInfo(env.Stdout, c, f)
+				printCacheInfo(env.Stdout, ci, a.urlNote)
+				return nil
 			}
 		},
 	})
 	Register(&Command{
-		Name:  "cache delete",
-		Args:  "NAME",
-		Short: "delete a cache and everything it serves",
-		Long: `Deletes the cache NAME at once, also while silo serve runs: its paths, logs
-and pending uploads. The server's garbage collector then frees the NAR files
-no other cache uses (within --gc-interval).`,
+		Name:        "cache delete",
+		Args:        "NAME",
+		Short:       "delete a cache and everything it serves (asks first, or --yes)",
+		ServeConfig: true,
+		Long: `Deletes the cache NAME, also while silo serve runs: its paths, logs and
+pending uploads. The server's garbage collector then frees the NAR files no
+other cache uses (within silo serve's gc-interval).
+
+It first shows what it will delete and asks for confirmation on stdin;
+--yes skips the question (scripts must pass it). Tokens bound to exactly
+NAME are revoked with the cache, so a new cache of the same name starts
+with none; tokens whose pattern matches NAME (team-*, *) are kept and
+listed, since they would grant access to a new cache of that name.` + adminLong,
 		Setup: func(fs *flag.FlagSet) func(context.Context, *Env, []string) error {
-			f := defineServeFlags(fs)
+			f := defineAdminFlags(fs, false)
+			yes := fs.Bool("yes", false, "delete without asking")
 			return func(ctx context.Context, env *Env, args []string) error {
 				if len(args) != 1 {
 					return Usagef("cache delete: want one NAME, got %d arguments", len(args))
 				}
-				m, err := openMeta(ctx, f.dataDir)
+				name := args[0]
+				a, err := f.open(ctx, env)
 				if err != nil {
-					return fmt.Errorf("cache delete: %w", err)
+					return adminError("cache delete", err)
 				}
-				defer m.Close()
-				err = m.DeleteCache(ctx, args[0])
-				if errors.Is(err, meta.ErrNotFound) {
-					return fmt.Errorf("cache delete: no cache named %s in %s (see silo cache list)", args[0], f.dataDir)
+				defer a.close()
+				if !*yes {
+					plan, err := a.DeleteCache(ctx, name, true)
+					if err != nil {
+						return adminError("cache delete", err)
+					}
+					fmt.Fprintf(env.Stderr, "Cache %s in %s holds %d paths (%s stored).\n", name, a.where, plan.Cache.Paths, humanBytes(plan.Cache.StoredBytes))
+					printTokenLists(env.Stderr, name, plan, "will be revoked")
+					fmt.Fprintf(env.Stderr, "Delete cache %s and everything it serves? [y/N] ", name)
+					answer, _ := bufio.NewReader(io.LimitReader(env.Stdin, 1024)).ReadString('\n')
+					switch strings.ToLower(strings.TrimSpace(answer)) {
+					case "y", "yes":
+					default:
+						fmt.Fprintln(env.Stderr)
+						return fmt.Errorf("cache delete: cache %s not deleted (answer y to confirm, or pass --yes)", name)
+					}
 				}
+				res, err := a.DeleteCache(ctx, name, false)
 				if err != nil {
-					return fmt.Errorf("cache delete: %w", err)
+					return adminError("cache delete", err)
 				}
-				fmt.Fprintf(env.Stdout, "Deleted cache %s.\n", args[0])
+				fmt.Fprintf(env.Stdout, "Deleted cache %s (%d paths).\n", name, res.Cache.Paths)
+				printTokenLists(env.Stdout, name, res, "revoked")
 				return nil
 			}
 		},
 	})
 }
 
-func defaultKeyName(cacheName string) string {
-	host, err := os.Hostname()
-	if err != nil || host == "" || signature.ValidateKeyName(host+"-"+cacheName+"-1") != nil {
-		return cacheName + "-1"
-	}
-	if i := strings.IndexByte(host, '.'); i > 0 {
-		host = host[:i]
-	}
-	return host + "-" + cacheName + "-1"
-}
-
-func publicKey(c meta.Cache) string {
-	k, err := signature.ParseSecretKey(c.SecretKey)
-	if err != nil {
-		return "(unreadable key: " + err.Error() + ")"
-	}
-	return k.Public().String()
-}
-
-// serverURL is the base URL clients reach the server at.
-func serverURL(f *serveFlags) (string, bool) {
-	if f.url != "" {
-		return strings.TrimSuffix(f.url, "/"), true
-	}
-	if strings.HasPrefix(f.listen, "unix:") {
-		return "", false
-	}
-	host, port, err := net.SplitHostPort(f.listen)
-	if err != nil {
-		return "http://" + f.listen, true
-	}
-	if host == "" || host == "0.0.0.0" || host == "::" {
-		if h, err := os.Hostname(); err == nil {
-			host = h
+func printTokenLists(w io.Writer, name string, res adminapi.DeleteResult, verb string) {
+	if len(res.Revoked) > 0 {
+		fmt.Fprintf(w, "Tokens bound to exactly %s (%s):\n", name, verb)
+		for _, t := range res.Revoked {
+			fmt.Fprintf(w, "  %s  %s%s\n", t.ID, strings.Join(t.Perms, ","), noteSuffix(t.Note))
 		}
 	}
-	return "http://" + net.JoinHostPort(host, port), true
+	if len(res.Matching) > 0 {
+		fmt.Fprintf(w, "Tokens kept whose pattern matches %s: they would grant access to a new cache named %s (silo token revoke ID):\n", name, name)
+		for _, t := range res.Matching {
+			fmt.Fprintf(w, "  %s  %s on %q%s\n", t.ID, strings.Join(t.Perms, ","), t.Cache, noteSuffix(t.Note))
+		}
+	}
 }
 
-func printCacheInfo(w io.Writer, c meta.Cache, f *serveFlags) error {
-	base, ok := serverURL(f)
-	if !ok {
-		base = "http://HOST:PORT"
+func noteSuffix(note string) string {
+	if note == "" {
+		return ""
 	}
-	url := base + "/" + c.Name
-	host := strings.TrimPrefix(strings.TrimPrefix(base, "http://"), "https://")
-	if h, _, err := net.SplitHostPort(host); err == nil {
-		host = h
+	return " (" + note + ")"
+}
+
+func printCacheInfo(w io.Writer, c adminapi.CacheInfo, urlNote string) {
+	cacheURL := c.URL
+	if cacheURL == "" {
+		cacheURL = "http://HOST:PORT/" + c.Name
+	}
+	host := "HOST"
+	if u, err := url.Parse(cacheURL); err == nil && u.Host != "" {
+		host = u.Host
+		if h, _, err := net.SplitHostPort(host); err == nil {
+			host = h
+		}
 	}
 	access := "private (readers need a pull token)"
 	if c.Public {
 		access = "public"
 	}
 	fmt.Fprintf(w, "Cache:       %s, %s, priority %d\n", c.Name, access, c.Priority)
-	fmt.Fprintf(w, "Substituter: %s\n", url)
-	fmt.Fprintf(w, "Public key:  %s\n", publicKey(c))
-	if !ok {
-		fmt.Fprintf(w, "(the server listens on %s; Nix needs HTTP: pass --url with the address clients use)\n", f.listen)
+	fmt.Fprintf(w, "Substituter: %s\n", cacheURL)
+	fmt.Fprintf(w, "Public key:  %s\n", c.PublicKey)
+	if urlNote != "" {
+		fmt.Fprintf(w, "(%s)\n", urlNote)
 	}
-	fmt.Fprintf(w, "\nnix.conf lines for clients:\n")
-	fmt.Fprintf(w, "  extra-substituters = %s\n", url)
-	fmt.Fprintf(w, "  extra-trusted-public-keys = %s\n", publicKey(c))
+	fmt.Fprintf(w, "\nOn a client, silo use %s writes these; or by hand, nix.conf lines:\n", cacheURL)
+	fmt.Fprintf(w, "  extra-substituters = %s\n", cacheURL)
+	fmt.Fprintf(w, "  extra-trusted-public-keys = %s\n", c.PublicKey)
 	if !c.Public {
 		fmt.Fprintf(w, "  netrc-file = /etc/nix/netrc\n")
 		fmt.Fprintf(w, "and in /etc/nix/netrc (token from: silo token create --cache %s --pull):\n", c.Name)
 		fmt.Fprintf(w, "  machine %s password <TOKEN>\n", host)
 	}
-	fmt.Fprintf(w, "\nPush (token from: silo token create --cache %s --push, in a netrc file):\n", c.Name)
-	fmt.Fprintf(w, "  nix copy --to '%s?compression=zstd' --option netrc-file NETRC PATH...\n", url)
-	return nil
+	fmt.Fprintf(w, "\nPush (token from: silo token create --cache %s --push):\n", c.Name)
+	fmt.Fprintf(w, "  silo login %s %s; silo push --to %s PATH...\n", c.Name, cacheURL, c.Name)
+	fmt.Fprintf(w, "  or: nix copy --to '%s?compression=zstd' --option netrc-file NETRC PATH...\n", cacheURL)
 }
 
 func humanBytes(n int64) string {

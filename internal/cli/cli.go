@@ -16,6 +16,8 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+
+	"github.com/silo-cache/silo/internal/suggest"
 )
 
 // Env is what a command may touch of the process: its streams and
@@ -31,6 +33,9 @@ type Env struct {
 	// Argv0 is the name the program was started under: as nix-daemon,
 	// silo acts as nix-daemon (see daemon.go).
 	Argv0 string
+	// Environ is the environment of commands silo runs (silo watch-exec);
+	// nil means the process's own.
+	Environ func() []string
 }
 
 // OSEnv returns the process's own Env.
@@ -47,6 +52,12 @@ type Command struct {
 	// Setup defines the command's flags on fs and returns the function that
 	// runs it once flags are parsed. args are the positional arguments.
 	Setup func(fs *flag.FlagSet) func(ctx context.Context, env *Env, args []string) error
+	// ServeConfig: the command reads silo serve's --config file, whose keys
+	// for serve's other settings it ignores (the admin commands).
+	ServeConfig bool
+	// FlagsFirst: flags end at the first argument, so that the rest (a
+	// command to run) keeps its own flags (silo watch-exec).
+	FlagsFirst bool
 }
 
 var commands = map[string]*Command{}
@@ -79,6 +90,7 @@ func (e *ExitError) Error() string { return fmt.Sprintf("exit status %d", e.Code
 
 // Main runs silo with args (without the program name) and returns the exit code.
 func Main(ctx context.Context, args []string, env *Env) int {
+	maybeSandboxInit(args)
 	if personality, ok := personalities[filepath.Base(env.Argv0)]; ok {
 		return personality(ctx, args, env)
 	}
@@ -132,7 +144,19 @@ func run(ctx context.Context, args []string, env *Env) error {
 			return nil
 		}
 		listCommands(env.Stderr, group)
-		return Usagef("unknown command %q (see the list above, or silo --help)", strings.Join(words, " "))
+		typed := strings.Join(words, " ")
+		guess := typed
+		if i < len(args) && !strings.HasPrefix(args[i], "-") {
+			guess += " " + args[i] // "cahce list": suggest the whole command
+		}
+		best, ok := suggest.Closest(guess, commandWords())
+		if !ok {
+			best, ok = suggest.Closest(typed, commandWords())
+		}
+		if ok {
+			return Usagef("unknown command %q (did you mean %q? see the list above, or silo --help)", typed, "silo "+best)
+		}
+		return Usagef("unknown command %q (see the list above, or silo --help)", typed)
 	}
 	rest := args[i:]
 	if len(rest) > 0 && (rest[0] == "-h" || rest[0] == "--help" || rest[0] == "-help") {
@@ -144,6 +168,31 @@ func run(ctx context.Context, args []string, env *Env) error {
 		return Usagef("unknown flag %s for %q (choose a subcommand)", rest[0], "silo "+group)
 	}
 	return Usagef("missing subcommand for %q", strings.TrimSpace("silo "+group))
+}
+
+// commandWords returns every command name and every group ("cache"),
+// for suggestions.
+func commandWords() []string {
+	seen := map[string]bool{}
+	var out []string
+	for name := range commands {
+		words := strings.Fields(name)
+		for i := 1; i <= len(words); i++ {
+			w := strings.Join(words[:i], " ")
+			if !seen[w] {
+				seen[w] = true
+				out = append(out, w)
+			}
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+func flagNames(fs *flag.FlagSet) []string {
+	var names []string
+	fs.VisitAll(func(f *flag.Flag) { names = append(names, f.Name) })
+	return names
 }
 
 func isGroup(prefix string) bool {
@@ -184,15 +233,28 @@ func runCommand(ctx context.Context, cmd *Command, args []string, env *Env) erro
 	fs.SetOutput(io.Discard)
 	runFn := cmd.Setup(fs)
 	fs.Usage = func() {} // runCommand prints usage itself on --help
-	pos, err := parseInterspersed(fs, args)
+	var pos []string
+	var err error
+	if cmd.FlagsFirst {
+		err = fs.Parse(args)
+		pos = fs.Args()
+	} else {
+		pos, err = parseInterspersed(fs, args)
+	}
 	if errors.Is(err, flag.ErrHelp) {
 		printUsage(env.Stdout, cmd, fs)
 		return nil
 	}
 	if err != nil {
-		return Usagef("%s: %v (see silo %s --help)", cmd.Name, err, cmd.Name)
+		hint := ""
+		if name, ok := strings.CutPrefix(err.Error(), "flag provided but not defined: "); ok {
+			if best, ok := suggest.Closest(strings.TrimLeft(name, "-"), flagNames(fs)); ok {
+				hint = "did you mean --" + best + "? "
+			}
+		}
+		return Usagef("%s: %v (%ssee silo %s --help)", cmd.Name, err, hint, cmd.Name)
 	}
-	if err := applySettings(fs, env); err != nil {
+	if err := applySettings(fs, env, cmd.ServeConfig); err != nil {
 		return Usagef("%s: %v", cmd.Name, err)
 	}
 	return runFn(ctx, env, pos)

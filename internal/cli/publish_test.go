@@ -63,6 +63,9 @@ func TestPublishBinary(t *testing.T) {
 
 	// A private store, with a token made the way silo serve's are.
 	dataDir := filepath.Join(dir, "data")
+	if out, err := exec.Command(bin, "init", "--data-dir", dataDir).CombinedOutput(); err != nil {
+		t.Fatalf("silo init: %v\n%s", err, out)
+	}
 	out, err := exec.Command(bin, "token", "create", "--data-dir", dataDir, "--cache", "publish", "--pull").Output()
 	if err != nil {
 		t.Fatalf("silo token create: %v", err)

@@ -45,8 +45,9 @@ func addPushFlags(fs *flag.FlagSet) *pushFlags {
 }
 
 // setup validates the flags and returns the uploader, the store directory
-// and the upstream keys.
-func (f *pushFlags) setup(cmd string, env *Env) (*push.Uploader, storepath.Dir, *signature.KeySet, error) {
+// and the upstream keys. A long-running command (reload) re-reads
+// credentials whenever their files change.
+func (f *pushFlags) setup(cmd string, env *Env, reload bool) (*push.Uploader, storepath.Dir, *signature.KeySet, error) {
 	if *f.to == "" {
 		return nil, "", nil, Usagef("%s: --to URL|NAME is required", cmd)
 	}
@@ -77,7 +78,7 @@ func (f *pushFlags) setup(cmd string, env *Env) (*push.Uploader, storepath.Dir, 
 		}
 		u.SigningKey = &k
 	}
-	u.Target, err = push.ResolveTarget(*f.to, env.Getenv, push.TargetOptions{NetrcFile: *f.netrcFile})
+	u.Target, err = push.ResolveTarget(*f.to, env.Getenv, push.TargetOptions{NetrcFile: *f.netrcFile, Reload: reload})
 	if err != nil {
 		return nil, "", nil, fmt.Errorf("%s: %w", cmd, err)
 	}
@@ -141,7 +142,7 @@ like Nix).`,
 				if len(args) == 0 {
 					return Usagef("push: want at least one store PATH")
 				}
-				u, dir, skip, err := pf.setup("push", env)
+				u, dir, skip, err := pf.setup("push", env, false)
 				if err != nil {
 					return err
 				}

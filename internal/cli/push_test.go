@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/silo-cache/silo/internal/nixtest"
 )
 
 func runSilo(t *testing.T, env map[string]string, stdin string, args ...string) (int, string, string) {
@@ -45,5 +47,20 @@ func TestLoginThenPushResolvesName(t *testing.T) {
 		if code != tt.code || !strings.Contains(stderr, tt.want) {
 			t.Errorf("silo %s: exit %d, stderr %q; want exit %d mentioning %q", strings.Join(tt.args, " "), code, stderr, tt.code, tt.want)
 		}
+	}
+}
+
+// TestPushNoSummaryOnPreflightError: a push that fails before it starts
+// (here: the cache is unreachable) reports the error, not a summary of
+// zero uploads.
+func TestPushNoSummaryOnPreflightError(t *testing.T) {
+	n := nixtest.Require(t)
+	p := n.Build("push-preflight", "echo x > $out")
+	code, _, stderr := runSilo(t, nixVars(n), "", "push", "--to", "http://127.0.0.1:1/main", p)
+	if code != 1 || !strings.Contains(stderr, "127.0.0.1:1") {
+		t.Errorf("exit %d, stderr %q", code, stderr)
+	}
+	if strings.Contains(stderr, "uploaded 0 paths") {
+		t.Errorf("a summary before the pre-flight error:\n%s", stderr)
 	}
 }

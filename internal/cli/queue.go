@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"os/signal"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/silo-cache/silo/internal/listen"
@@ -24,9 +26,16 @@ dependency order, --jobs at a time, signed with --signing-key-file if given.
 Its state is a SQLite database in --state: a path accepted is uploaded
 eventually, across crashes (kill -9), restarts and an unreachable cache.
 Failed uploads retry with exponential backoff (--min-backoff to
---max-backoff, with jitter); the last error of each is kept. Paths the hook
-could not hand over (queue down) wait in the spool directory beside the
-socket (SOCKET.spool), read at start and every few seconds.
+--max-backoff, with jitter); the last error of each is kept, and a cache
+refusing the credentials (401, 403) is named as such. Paths the hook could
+not hand over (queue down) wait in the spool directory beside the socket
+(SOCKET.spool), read at start and every few seconds.
+
+Credentials (the token saved by silo login, or the netrc file) are re-read
+whenever those files change, before each attempt: after 'silo login NAME
+URL' with a new token, failing paths are retried within seconds, without a
+restart. SIGHUP re-reads them and retries every failed path at once; so
+does a restart, which starts with no backoff left over.
 
 Subcommands, talking to a running queue on --socket:
   silo queue status [--json]   pending, in flight, failing, failed, done
@@ -67,7 +76,7 @@ func init() {
 				if *minBackoff <= 0 || *maxBackoff < *minBackoff {
 					return Usagef("queue: want 0 < --min-backoff <= --max-backoff, got %v and %v", *minBackoff, *maxBackoff)
 				}
-				u, dir, skip, err := pf.setup("queue", env)
+				u, dir, skip, err := pf.setup("queue", env, true)
 				if err != nil {
 					return err
 				}
@@ -81,7 +90,7 @@ func init() {
 					return fmt.Errorf("queue: %w", err)
 				}
 				defer store.Close()
-				q, err := queue.Open(queue.Options{
+				q, err := queue.Open(ctx, queue.Options{
 					StateDir: stateDir, Socket: sock, StoreDir: dir, Store: store, Uploader: u,
 					Jobs: *pf.jobs, SkipSignedBy: skip, MinBackoff: *minBackoff, MaxBackoff: *maxBackoff, Log: log,
 				})
@@ -97,6 +106,8 @@ func init() {
 					return fmt.Errorf("queue: %w", err)
 				}
 				log.Info("queue running", "socket", sock, "state", stateDir, "target", u.Target.String())
+				stop := reloadOnHUP(ctx, q)
+				defer stop()
 				return q.Serve(ctx, l)
 			}
 		},
@@ -110,13 +121,15 @@ them to the queue on --socket, or, if the queue does not answer within
 (SOCKET.spool), which the queue reads when it runs. It always exits 0 within
 milliseconds: a build never waits for or fails because of an upload.
 
-Nix runs post-build-hook without arguments, so install a one-line wrapper,
-e.g. /etc/nix/silo-hook (chmod +x):
+Nix runs post-build-hook without arguments, and fails the build if the hook
+fails, so install a wrapper that names silo by its absolute path (nix-daemon
+runs it with systemd's PATH, not yours) and cannot fail, e.g.
+/etc/nix/silo-hook (chmod +x):
 
   #!/bin/sh
-  exec /usr/local/bin/silo hook --socket /var/lib/silo/queue.sock
+  /usr/local/bin/silo hook --socket /var/lib/silo/queue.sock || true
 
-and in nix.conf (restart nix-daemon after):
+and in nix.conf, then restart nix-daemon (it reads nix.conf only at start):
 
   post-build-hook = /etc/nix/silo-hook
 
@@ -135,6 +148,25 @@ to the same path, so --socket is only needed to run several queues.`,
 			}
 		},
 	})
+}
+
+// reloadOnHUP makes SIGHUP re-read the queue's credentials and retry
+// failed paths; stop ends that.
+func reloadOnHUP(ctx context.Context, q *queue.Queue) (stop func()) {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	ctx, cancel := context.WithCancel(ctx)
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-hup:
+				q.Reload(ctx)
+			}
+		}
+	}()
+	return func() { signal.Stop(hup); cancel() }
 }
 
 func queueStatus(ctx context.Context, env *Env, sock string, asJSON bool) error {

@@ -194,6 +194,7 @@ func runServe(ctx context.Context, env *Env, f *serveFlags) error {
 		return fmt.Errorf("serve: %w", err)
 	}
 	base := listen.URL(l)
+	handler := withAdminAPI(srv, m, recordServerURL(log, f.dataDir, f.url, l), log)
 	log.Info("silo serve listening", "url", base, "data_dir", f.dataDir, "compression", f.compression)
 	if caches, err := m.Caches(ctx); err == nil && len(caches) == 0 {
 		log.Info("no caches yet; create one (works while the server runs)",
@@ -213,7 +214,7 @@ func runServe(ctx context.Context, env *Env, f *serveFlags) error {
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			inflight.Add(1)
 			defer inflight.Done()
-			srv.ServeHTTP(w, r)
+			handler.ServeHTTP(w, r)
 		}),
 		ReadHeaderTimeout: 30 * time.Second,
 		IdleTimeout:       5 * time.Minute,

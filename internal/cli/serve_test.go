@@ -136,6 +136,7 @@ func TestServeKilledMidUpload(t *testing.T) {
 	n := nixtest.Require(t)
 	bin := nixtest.SiloBinary(t)
 	data := filepath.Join(t.TempDir(), "data")
+	silo(t, bin, "init", "--data-dir", data)
 	silo(t, bin, "cache", "create", "main", "--public", "--data-dir", data)
 	tok := strings.TrimSpace(silo(t, bin, "token", "create", "--cache", "main", "--push", "--data-dir", data))
 	srv := startServe(t, bin, data)
@@ -220,7 +221,8 @@ func TestServeAdminWhileRunning(t *testing.T) {
 		t.Errorf("cache before creation = %d, want 404", st)
 	}
 	out := silo(t, bin, "cache", "create", "team", "--data-dir", data, "--priority", "30")
-	for _, want := range []string{"extra-substituters = http://127.0.0.1:8080/team", "extra-trusted-public-keys = ", "netrc-file", "machine 127.0.0.1 password"} {
+	// The URL is the one the server recorded: where it listens.
+	for _, want := range []string{"extra-substituters = " + srv.url + "/team", "extra-trusted-public-keys = ", "netrc-file", "machine 127.0.0.1 password"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("cache create output lacks %q:\n%s", want, out)
 		}
@@ -241,7 +243,7 @@ func TestServeAdminWhileRunning(t *testing.T) {
 	if st := status(t, "GET", srv.url+"/team/nix-cache-info", tok, nil); st != 401 {
 		t.Errorf("revoked token = %d, want 401", st)
 	}
-	silo(t, bin, "cache", "delete", "team", "--data-dir", data)
+	silo(t, bin, "cache", "delete", "team", "--yes", "--data-dir", data)
 	if st := status(t, "GET", srv.url+"/team/nix-cache-info", "", nil); st != 404 {
 		t.Errorf("deleted cache = %d, want 404", st)
 	}
@@ -260,6 +262,7 @@ func TestServeAdminWhileRunning(t *testing.T) {
 func TestServeUnixSocket(t *testing.T) {
 	bin := nixtest.SiloBinary(t)
 	data := filepath.Join(t.TempDir(), "data")
+	silo(t, bin, "init", "--data-dir", data)
 	silo(t, bin, "cache", "create", "main", "--public", "--data-dir", data)
 	sock := filepath.Join(t.TempDir(), "silo.sock")
 	// Settings from a config file, keys named as the flags.
@@ -295,6 +298,7 @@ func TestServeUnixSocket(t *testing.T) {
 func TestServeGracefulShutdown(t *testing.T) {
 	bin := nixtest.SiloBinary(t)
 	data := filepath.Join(t.TempDir(), "data")
+	silo(t, bin, "init", "--data-dir", data)
 	silo(t, bin, "cache", "create", "main", "--public", "--data-dir", data)
 	tok := strings.TrimSpace(silo(t, bin, "token", "create", "--cache", "main", "--push", "--data-dir", data))
 	srv := startServe(t, bin, data, "--compression", "none")

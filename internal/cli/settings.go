@@ -5,7 +5,19 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"sync"
+
+	"github.com/silo-cache/silo/internal/suggest"
 )
+
+// serveFlagNames returns the names of silo serve's flags.
+var serveFlagNames = sync.OnceValue(func() map[string]bool {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	defineServeFlags(fs)
+	names := map[string]bool{}
+	fs.VisitAll(func(f *flag.Flag) { names[f.Name] = true })
+	return names
+})
 
 // EnvName returns the environment variable that sets flag name:
 // "data-dir" is SILO_DATA_DIR.
@@ -21,7 +33,10 @@ var ConfigLoader func(path string) (map[string][]string, error)
 // SILO_* environment variables, then from the file named by the "config"
 // flag (or $SILO_CONFIG), if the command has one. A value that does not
 // parse is an error, never replaced by the default.
-func applySettings(fs *flag.FlagSet, env *Env) error {
+//
+// With serveConfig, keys that name silo serve's settings and not the
+// command's are ignored: admin commands share serve's config file.
+func applySettings(fs *flag.FlagSet, env *Env, serveConfig bool) error {
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 	var errs []string
@@ -56,8 +71,21 @@ func applySettings(fs *flag.FlagSet, env *Env) error {
 	}
 	for key, vals := range values {
 		f := fs.Lookup(key)
+		if f == nil && serveConfig && serveFlagNames()[key] {
+			continue
+		}
 		if f == nil || key == "config" {
-			return fmt.Errorf("config file %s: unknown key %q (keys are the command's flag names)", path, key)
+			hint := ""
+			known := flagNames(fs)
+			if serveConfig {
+				for k := range serveFlagNames() {
+					known = append(known, k)
+				}
+			}
+			if best, ok := suggest.Closest(key, known); ok && best != "config" {
+				hint = fmt.Sprintf("did you mean %q? ", best)
+			}
+			return fmt.Errorf("config file %s: unknown key %q (%skeys are the command's flag names)", path, key, hint)
 		}
 		if set[key] {
 			continue

@@ -2,7 +2,6 @@ package cli
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"strconv"
@@ -10,21 +9,22 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/silo-cache/silo/internal/auth"
-	"github.com/silo-cache/silo/internal/meta"
+	"github.com/silo-cache/silo/internal/adminapi"
 )
 
 func init() {
 	Register(&Command{
-		Name:  "token create",
-		Short: "create an access token for caches (printed once)",
+		Name:        "token create",
+		Short:       "create an access token for caches (printed once)",
+		ServeConfig: true,
 		Long: `Creates a token granting --pull, --push and/or --admin on the caches whose
 names match --cache (a glob: main, team-*, *). Push implies pull; admin implies
 both. The token is printed once on stdout; only its SHA-256 is stored. Clients
 use it as the password in a netrc file (machine HOST password TOKEN) or as
-"Authorization: Bearer TOKEN". Works while silo serve runs.`,
+"Authorization: Bearer TOKEN". Works while silo serve runs. A pattern that
+matches no cache yet gets a warning (the token works once one exists).` + adminLong,
 		Setup: func(fs *flag.FlagSet) func(context.Context, *Env, []string) error {
-			f := defineServeFlags(fs)
+			f := defineAdminFlags(fs, false)
 			pattern := fs.String("cache", "", "caches the token is for: a name or glob pattern (required)")
 			pull := fs.Bool("pull", false, "may read private caches")
 			push := fs.Bool("push", false, "may upload (implies --pull)")
@@ -38,17 +38,16 @@ use it as the password in a netrc file (machine HOST password TOKEN) or as
 				if *pattern == "" {
 					return Usagef("token create: --cache PATTERN is required (a cache name, or * for all)")
 				}
-				var perms meta.Perm
-				if *pull {
-					perms |= meta.PermPull
+				var perms []string
+				for _, p := range []struct {
+					set  bool
+					name string
+				}{{*pull, "pull"}, {*push, "push"}, {*admin, "admin"}} {
+					if p.set {
+						perms = append(perms, p.name)
+					}
 				}
-				if *push {
-					perms |= meta.PermPush
-				}
-				if *admin {
-					perms |= meta.PermAdmin
-				}
-				if perms == 0 {
+				if len(perms) == 0 {
 					return Usagef("token create: say what the token may do: --pull, --push and/or --admin")
 				}
 				var exp time.Time
@@ -59,42 +58,44 @@ use it as the password in a netrc file (machine HOST password TOKEN) or as
 					}
 					exp = time.Now().Add(d)
 				}
-				text, rec, err := auth.NewRandom(*pattern, perms, exp, *note)
+				a, err := f.open(ctx, env)
 				if err != nil {
-					return Usagef("token create: %v", err)
+					return adminError("token create", err)
 				}
-				m, err := openMeta(ctx, f.dataDir)
+				defer a.close()
+				nt, err := a.CreateToken(ctx, adminapi.TokenSpec{Cache: *pattern, Perms: perms, Expires: exp, Note: *note})
 				if err != nil {
-					return fmt.Errorf("token create: %w", err)
+					return adminError("token create", err)
 				}
-				defer m.Close()
-				if err := m.CreateToken(ctx, rec); err != nil {
-					return fmt.Errorf("token create: %w", err)
+				fmt.Fprintln(env.Stdout, nt.Token)
+				for _, w := range nt.Warnings {
+					fmt.Fprintf(env.Stderr, "warning: %s\n", w)
 				}
-				fmt.Fprintln(env.Stdout, text)
 				fmt.Fprintf(env.Stderr, "Created token %s (%s on caches matching %q%s). It is shown only this once.\n",
-					rec.ID, auth.PermString(perms), *pattern, expiryNote(exp))
+					nt.Info.ID, strings.Join(nt.Info.Perms, ","), nt.Info.Cache, expiryNote(nt.Info.Expires))
 				return nil
 			}
 		},
 	})
 	Register(&Command{
-		Name:  "token list",
-		Short: "list access tokens (IDs and rights, never the secrets)",
+		Name:        "token list",
+		Short:       "list access tokens (IDs and rights, never the secrets)",
+		Long:        strings.TrimSpace(adminLong),
+		ServeConfig: true,
 		Setup: func(fs *flag.FlagSet) func(context.Context, *Env, []string) error {
-			f := defineServeFlags(fs)
+			f := defineAdminFlags(fs, false)
 			return func(ctx context.Context, env *Env, args []string) error {
 				if len(args) != 0 {
 					return Usagef("token list: takes no arguments")
 				}
-				m, err := openMeta(ctx, f.dataDir)
+				a, err := f.open(ctx, env)
 				if err != nil {
-					return fmt.Errorf("token list: %w", err)
+					return adminError("token list", err)
 				}
-				defer m.Close()
-				toks, err := m.Tokens(ctx)
+				defer a.close()
+				toks, err := a.Tokens(ctx)
 				if err != nil {
-					return fmt.Errorf("token list: %w", err)
+					return adminError("token list", err)
 				}
 				now := time.Now()
 				tw := tabwriter.NewWriter(env.Stdout, 0, 4, 2, ' ', 0)
@@ -107,7 +108,7 @@ use it as the password in a netrc file (machine HOST password TOKEN) or as
 							exp += " (expired)"
 						}
 					}
-					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", t.ID, t.CachePattern, auth.PermString(t.Perms),
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", t.ID, t.Cache, strings.Join(t.Perms, ","),
 						t.Created.UTC().Format(time.RFC3339), exp, t.Note)
 				}
 				return tw.Flush()
@@ -115,32 +116,27 @@ use it as the password in a netrc file (machine HOST password TOKEN) or as
 		},
 	})
 	Register(&Command{
-		Name:  "token revoke",
-		Args:  "ID",
-		Short: "revoke a token at once (also while silo serve runs)",
+		Name:        "token revoke",
+		Args:        "ID",
+		Short:       "revoke a token at once (also while silo serve runs)",
+		Long:        strings.TrimSpace(adminLong),
+		ServeConfig: true,
 		Setup: func(fs *flag.FlagSet) func(context.Context, *Env, []string) error {
-			f := defineServeFlags(fs)
+			f := defineAdminFlags(fs, false)
 			return func(ctx context.Context, env *Env, args []string) error {
 				if len(args) != 1 {
 					return Usagef("token revoke: want one token ID (see silo token list), got %d arguments", len(args))
 				}
-				id := args[0]
-				if full, err := auth.ID(id); err == nil {
-					id = full // a whole token given: revoke it by its ID
-				}
-				m, err := openMeta(ctx, f.dataDir)
+				a, err := f.open(ctx, env)
 				if err != nil {
-					return fmt.Errorf("token revoke: %w", err)
+					return adminError("token revoke", err)
 				}
-				defer m.Close()
-				err = m.DeleteToken(ctx, id)
-				if errors.Is(err, meta.ErrNotFound) {
-					return fmt.Errorf("token revoke: no token %s in %s (see silo token list)", id, f.dataDir)
-				}
+				defer a.close()
+				t, err := a.RevokeToken(ctx, args[0])
 				if err != nil {
-					return fmt.Errorf("token revoke: %w", err)
+					return adminError("token revoke", err)
 				}
-				fmt.Fprintf(env.Stdout, "Revoked token %s.\n", id)
+				fmt.Fprintf(env.Stdout, "Revoked token %s (%s on %q).\n", t.ID, strings.Join(t.Perms, ","), t.Cache)
 				return nil
 			}
 		},

@@ -189,3 +189,74 @@ func TestMakeOutputPath(t *testing.T) {
 		t.Error("OutputPathName wrong")
 	}
 }
+
+// TestResolve resolves the deferred resolved-consumer with the outputs
+// its floating input got, and compares with the resolved derivation Nix
+// wrote to the store before building it.
+func TestResolve(t *testing.T) {
+	drvs := goldenDrvs(t, storepath.DefaultDir, "testdata/drv", "testdata/show.json")
+	var orig, want goldenDrv
+	for _, g := range drvs {
+		if g.drv.Name == "resolved-consumer" {
+			if len(g.drv.InputDrvs) > 0 {
+				orig = g
+			} else {
+				want = g
+			}
+		}
+	}
+	if orig.drv == nil || want.drv == nil {
+		t.Fatal("golden resolved-consumer derivations missing; run testdata/gen.sh")
+	}
+	data, err := os.ReadFile("testdata/built/realisations.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rs []struct {
+		ID      string `json:"id"`
+		OutPath string `json:"outPath"`
+	}
+	json.Unmarshal(data, &rs)
+	outs := map[string]storepath.Path{}
+	for _, r := range rs {
+		_, out, _ := strings.Cut(r.ID, "!")
+		outs[out] = mustPath(t, "/nix/store/"+r.OutPath)
+	}
+	h := NewHasher(newGoldenStore(t, storepath.DefaultDir, "testdata/drv"))
+	ctx := context.Background()
+	resolved, warning, err := h.Resolve(ctx, orig.drv, func(drvPath storepath.Path, out string) (storepath.Path, bool) {
+		p, ok := outs[out]
+		return p, ok && drvPath.Name() == "floating-built.drv"
+	})
+	if err != nil || warning != "" {
+		t.Fatalf("Resolve: %v %q", err, warning)
+	}
+	text, err := resolved.Print()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(text) != string(want.text) {
+		t.Errorf("resolved derivation differs from Nix's:\n got %s\nwant %s", text, want.text)
+	}
+	if p, _, _ := resolved.StorePath(); p != want.path {
+		t.Errorf("resolved path %s, Nix wrote %s", p, want.path)
+	}
+	// The realisation Nix registered for the original names it by its
+	// static output hash.
+	data, err = os.ReadFile("testdata/built/consumer-realisation.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cr []struct {
+		ID string `json:"id"`
+	}
+	json.Unmarshal(data, &cr)
+	hs, err := h.StaticOutputHashes(ctx, orig.drv)
+	if err != nil || len(cr) != 1 || cr[0].ID != "sha256:"+hs["out"].Base16()+"!out" {
+		t.Errorf("static hash of the deferred derivation = %v (%v), Nix's realisation %v", hs["out"], err, cr)
+	}
+	_, warning, err = h.Resolve(ctx, orig.drv, func(storepath.Path, string) (storepath.Path, bool) { return storepath.Path{}, false })
+	if err != nil || !strings.HasPrefix(warning, "output 'bin' of input '") {
+		t.Errorf("unknown input output: %v %q", err, warning)
+	}
+}

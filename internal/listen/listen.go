@@ -57,20 +57,21 @@ func Activated() ([]net.Listener, error) {
 	return ls, nil
 }
 
-// Listen returns the socket-activated listener if there is one, else a
-// listener on addr ("host:port" or "unix:/path").
+// Listen returns the socket-activated listeners (as one, accepting on
+// all) if there are any, else a listener on addr ("host:port" or
+// "unix:/path").
 func Listen(ctx context.Context, addr string) (net.Listener, error) {
 	ls, err := Activated()
 	if err != nil {
 		return nil, err
 	}
-	if len(ls) > 0 {
-		for _, extra := range ls[1:] {
-			extra.Close()
-		}
+	switch len(ls) {
+	case 0:
+		return Addr(ctx, addr)
+	case 1:
 		return ls[0], nil
 	}
-	return Addr(ctx, addr)
+	return merge(ls), nil
 }
 
 // Addr listens on addr without considering socket activation.

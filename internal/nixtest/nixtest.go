@@ -13,6 +13,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -23,7 +24,8 @@ import (
 
 // Config is the nix.conf every test run uses: no sandbox, no build users,
 // no substituters, and no narinfo caching so that recreated caches are not
-// answered from stale entries.
+// answered from stale entries. It is written to the test's own
+// NIX_CONF_DIR, so it is the system configuration Nix sees.
 const Config = "experimental-features = nix-command\n" +
 	"sandbox = false\n" +
 	"build-users-group =\n" +
@@ -31,11 +33,23 @@ const Config = "experimental-features = nix-command\n" +
 	"narinfo-cache-positive-ttl = 0\n" +
 	"narinfo-cache-negative-ttl = 0\n"
 
-// Nix runs the real Nix with a private HOME.
+// Nix runs the real Nix hermetically: with a configuration directory,
+// netrc file, HOME and XDG directories of the test's own, and an
+// environment built from nothing but PATH. Nothing of the machine's Nix
+// configuration (/etc/nix, /etc/xdg/nix, ~/.config/nix, ~/.netrc,
+// NIX_CONFIG, NIX_REMOTE, ...) reaches a command it runs, so a machine's
+// netrc or post-build-hook never leaks into a test.
 type Nix struct {
-	t    testing.TB
+	t testing.TB
+	// Home is the commands' HOME; XDG_CONFIG_HOME, XDG_CACHE_HOME,
+	// XDG_STATE_HOME and XDG_DATA_HOME lie below it.
 	Home string
-	// Extra is appended to Config for every command.
+	// ConfDir is NIX_CONF_DIR: its nix.conf holds Config. A test may add
+	// lines to it (nix-daemon reads it at start).
+	ConfDir string
+	// Netrc is the netrc file Nix uses by default (ConfDir/netrc, empty).
+	Netrc string
+	// Extra is given to every command as NIX_CONFIG, after Config.
 	Extra string
 }
 
@@ -61,16 +75,50 @@ func Require(t testing.TB) *Nix {
 		}
 		t.Skip(missing)
 	}
-	return &Nix{t: t, Home: t.TempDir()}
+	return newNix(t)
 }
 
-// Env returns the environment for a Nix command.
+func newNix(t testing.TB) *Nix {
+	t.Helper()
+	home := t.TempDir()
+	conf := filepath.Join(home, "etc-nix")
+	n := &Nix{t: t, Home: home, ConfDir: conf, Netrc: filepath.Join(conf, "netrc")}
+	for _, d := range []string{conf, filepath.Join(home, ".config", "nix"), filepath.Join(home, ".cache")} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	files := map[string]string{
+		filepath.Join(conf, "nix.conf"): Config + "netrc-file = " + n.Netrc + "\n",
+		n.Netrc:                         "",
+	}
+	for name, data := range files {
+		if err := os.WriteFile(name, []byte(data), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return n
+}
+
+// Env returns the environment for a Nix command (or a silo process that
+// must see the same configuration): built from nothing, with only PATH
+// taken from the test process.
 func (n *Nix) Env() []string {
 	env := []string{
-		"HOME=" + n.Home,
 		"PATH=" + os.Getenv("PATH"),
-		"NIX_CONFIG=" + Config + n.Extra,
+		"HOME=" + n.Home,
+		"NIX_CONF_DIR=" + n.ConfDir,
+		// Nix reads these instead of ~/.config/nix/nix.conf and /etc/xdg/nix/nix.conf.
+		"NIX_USER_CONF_FILES=" + filepath.Join(n.Home, ".config", "nix", "nix.conf"),
+		"XDG_CONFIG_HOME=" + filepath.Join(n.Home, ".config"),
+		"XDG_CONFIG_DIRS=" + filepath.Join(n.Home, ".config-dirs"),
 		"XDG_CACHE_HOME=" + filepath.Join(n.Home, ".cache"),
+		"XDG_STATE_HOME=" + filepath.Join(n.Home, ".local", "state"),
+		"XDG_DATA_HOME=" + filepath.Join(n.Home, ".local", "share"),
+		"NETRC=" + n.Netrc,
+	}
+	if n.Extra != "" {
+		env = append(env, "NIX_CONFIG="+n.Extra)
 	}
 	return env
 }
@@ -152,8 +200,11 @@ func (n *Nix) StartDaemon() string {
 		cmd.Process.Kill()
 		cmd.Wait()
 	})
+	// The socket file appears at bind(), before listen(): wait until a
+	// connection is accepted, not just for the file.
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		if _, err := os.Stat(sock); err == nil {
+		if c, err := net.Dial("unix", sock); err == nil {
+			c.Close()
 			return sock
 		}
 		if time.Now().After(deadline) {

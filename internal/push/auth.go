@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"net/url"
 	"os"
 	"path/filepath"
 	"sort"
@@ -237,23 +238,41 @@ func parseNetrc(data, host string) (login, password string, ok bool) {
 // ResolveTarget opens the target named by a --to value: a URL, or the name
 // of a cache saved by silo login, whose token it sends.
 func ResolveTarget(nameOrURL string, getenv func(string) string, opts TargetOptions) (Target, error) {
+	u, token := nameOrURL, ""
 	path, err := ClientConfigPath(getenv)
-	if err != nil {
-		if !strings.Contains(nameOrURL, "://") {
-			return nil, err
-		}
-		return OpenTarget(nameOrURL, &opts)
-	}
-	cfg, err := LoadClientConfig(path)
-	if err != nil {
+	if err != nil && !strings.Contains(nameOrURL, "://") {
 		return nil, err
 	}
-	u, token, err := cfg.Resolve(nameOrURL)
-	if err != nil {
-		return nil, fmt.Errorf("%w (client config: %s)", err, path)
+	if err == nil {
+		cfg, err := LoadClientConfig(path)
+		if err != nil {
+			return nil, err
+		}
+		if u, token, err = cfg.Resolve(nameOrURL); err != nil {
+			return nil, fmt.Errorf("%w (client config: %s)", err, path)
+		}
 	}
+	fixed := opts.Token
 	if opts.Token == "" {
 		opts.Token = token
 	}
-	return OpenTarget(u, &opts)
+	t, err := OpenTarget(u, &opts)
+	if err != nil || !opts.Reload {
+		return t, err
+	}
+	if ht, ok := t.(*httpTarget); ok {
+		parsed, err := url.Parse(u)
+		if err != nil {
+			return nil, err
+		}
+		copts := opts
+		copts.Token = fixed
+		c := &credentials{nameOrURL: nameOrURL, getenv: getenv, opts: copts, url: parsed}
+		if err := c.reload(true); err != nil {
+			return nil, err
+		}
+		c.reported = c.ident
+		ht.creds = c
+	}
+	return t, nil
 }

@@ -30,6 +30,7 @@ type httpTarget struct {
 	base      *url.URL // without trailing slash, without credentials
 	client    *http.Client
 	auth      func(*http.Request)
+	creds     *credentials // when set, re-read credentials instead of auth
 	userAgent string
 	noBatch   atomic.Bool // the server answered 404 to _silo/missing
 	silo      atomic.Bool // the server answered _silo/missing: a silo server
@@ -53,30 +54,40 @@ func newHTTPTarget(u *url.URL, opts *TargetOptions) (*httpTarget, error) {
 			MaxIdleConnsPerHost: 64,
 			IdleConnTimeout:     90 * time.Second,
 		}},
-		auth:      func(*http.Request) {},
 		userAgent: opts.UserAgent,
 	}
 	if t.userAgent == "" {
 		t.userAgent = "silo"
 	}
+	var err error
+	t.auth, _, err = authFor(u, opts)
+	if err != nil {
+		return nil, err
+	}
+	return t, nil
+}
+
+// authFor returns how requests to u authenticate, and a string that
+// changes when the credentials do: the Bearer token of opts, else the
+// URL's user info, else the host's netrc entry, else nothing.
+func authFor(u *url.URL, opts *TargetOptions) (apply func(*http.Request), ident string, err error) {
 	switch {
 	case opts.Token != "":
 		tok := opts.Token
-		t.auth = func(r *http.Request) { r.Header.Set("Authorization", "Bearer "+tok) }
+		return func(r *http.Request) { r.Header.Set("Authorization", "Bearer "+tok) }, "bearer " + tok, nil
 	case u.User != nil:
 		user := u.User.Username()
 		pass, _ := u.User.Password()
-		t.auth = func(r *http.Request) { r.SetBasicAuth(user, pass) }
-	default:
-		login, pass, ok, err := netrcLookup(opts.NetrcFile, u.Hostname())
-		if err != nil {
-			return nil, err
-		}
-		if ok {
-			t.auth = func(r *http.Request) { r.SetBasicAuth(login, pass) }
-		}
+		return func(r *http.Request) { r.SetBasicAuth(user, pass) }, "basic " + user + ":" + pass, nil
 	}
-	return t, nil
+	login, pass, ok, err := netrcLookup(opts.NetrcFile, u.Hostname())
+	if err != nil {
+		return nil, "", err
+	}
+	if ok {
+		return func(r *http.Request) { r.SetBasicAuth(login, pass) }, "netrc " + login + ":" + pass, nil
+	}
+	return func(*http.Request) {}, "", nil
 }
 
 func (t *httpTarget) String() string { return t.base.String() }
@@ -93,7 +104,15 @@ func (t *httpTarget) do(ctx context.Context, method, rel string, body io.Reader,
 		req.Header.Set("Content-Type", contentType)
 	}
 	req.Header.Set("User-Agent", t.userAgent)
-	t.auth(req)
+	if t.creds != nil {
+		apply, err := t.creds.current()
+		if err != nil {
+			return nil, fmt.Errorf("%s %s: %w", method, t.url(rel), err)
+		}
+		apply(req)
+	} else {
+		t.auth(req)
+	}
 	resp, err := t.client.Do(req)
 	if err != nil {
 		return nil, fmt.Errorf("%s %s: %w", method, t.url(rel), err)

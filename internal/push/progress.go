@@ -20,6 +20,7 @@ type Display struct {
 	start time.Time
 
 	mu         sync.Mutex
+	planned    bool // Planned was called: there is a push to sum up
 	totalPaths int
 	totalBytes uint64
 	donePaths  int
@@ -37,6 +38,7 @@ func NewDisplay(w io.Writer, tty bool) *Display {
 // Planned implements Progress.
 func (d *Display) Planned(r Result, todo []*localstore.PathInfo) {
 	d.mu.Lock()
+	d.planned = true
 	d.totalPaths = len(todo)
 	for _, info := range todo {
 		d.totalBytes += info.NarSize
@@ -110,13 +112,21 @@ func (d *Display) statusLocked() string {
 	return s
 }
 
-// Finish stops the status line and prints the summary of r.
+// Finish stops the status line and prints the summary of r, if the push
+// got as far as planning: an error before that (the cache unreachable, a
+// path not in the store) has nothing to sum up, and the error says it all.
 func (d *Display) Finish(r Result, err error) {
 	if d.stop != nil {
 		close(d.stop)
 		<-d.stopped
 		d.stop = nil
 		fmt.Fprint(d.w, "\r\x1b[K")
+	}
+	d.mu.Lock()
+	planned := d.planned
+	d.mu.Unlock()
+	if !planned {
+		return
 	}
 	elapsed := time.Since(d.start)
 	rate := float64(r.NarBytes) / max(elapsed.Seconds(), 1e-3)

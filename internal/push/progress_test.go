@@ -37,6 +37,12 @@ func TestDisplay(t *testing.T) {
 			t.Errorf("tty=%v: per-path lines present = %v, want %v", tty, perPath, !tty)
 		}
 	}
+	// A push that fails before planning prints no summary.
+	var out strings.Builder
+	NewDisplay(&out, false).Finish(Result{}, errors.New("cache unreachable"))
+	if out.Len() != 0 {
+		t.Errorf("summary printed before a pre-flight error: %q", out.String())
+	}
 	tests := map[uint64]string{0: "0 B", 1023: "1023 B", 1024: "1.0 KiB", 5 << 30: "5.0 GiB"}
 	for n, want := range tests {
 		if got := Bytes(n); got != want {

@@ -63,6 +63,10 @@ type TargetOptions struct {
 	NetrcFile string
 	// UserAgent is sent to HTTP caches; empty means "silo".
 	UserAgent string
+	// Reload (for ResolveTarget) re-reads the token saved by silo login
+	// and the netrc file whenever they change, before each request, so
+	// that a long-running process uses new credentials at once.
+	Reload bool
 }
 
 // OpenTarget returns the target for a cache URL: http:// or https:// (a

@@ -95,11 +95,12 @@ func TestRealBuildsThroughHook(t *testing.T) {
 	n := nixtest.Require(t)
 	bin := nixtest.SiloBinary(t)
 	dir := t.TempDir()
-	env := append(os.Environ(), "XDG_CONFIG_HOME="+filepath.Join(dir, "config"))
+	env := n.Env() // the silo processes see the test's own HOME and XDG directories
 	data := filepath.Join(dir, "data")
 	addr := freePort(t)
 	cacheURL := "http://" + addr + "/main"
 
+	run(t, env, bin, "init", "--data-dir", data)
 	info := run(t, env, bin, "cache", "create", "main", "--public", "--data-dir", data)
 	var cacheKey string
 	for _, line := range strings.Split(info, "\n") {
@@ -111,10 +112,10 @@ func TestRealBuildsThroughHook(t *testing.T) {
 		t.Fatalf("no public key in silo cache create output:\n%s", info)
 	}
 	token := strings.TrimSpace(run(t, env, bin, "token", "create", "--cache", "main", "--push", "--data-dir", data))
-	run(t, env, bin, "login", "main", cacheURL, token)
 	serveArgs := []string{"serve", "--data-dir", data, "--listen", addr}
 	serve := start(t, env, bin, serveArgs...)
 	waitHTTP(t, cacheURL+"/nix-cache-info")
+	run(t, env, bin, "login", "main", cacheURL, token) // checks the token against the server
 
 	socket := filepath.Join(dir, "run", "queue.sock")
 	queueArgs := []string{"queue", "--to", "main", "--socket", socket, "--state", filepath.Join(dir, "state"),

@@ -328,6 +328,43 @@ func (d *db) retry(ctx context.Context) (int64, error) {
 	return n + m, tx.Commit()
 }
 
+// retryFailing makes pending paths and roots whose last attempt failed due
+// now, with their backoff reset.
+func (d *db) retryFailing(ctx context.Context) (int64, error) {
+	tx, err := d.sql.BeginTx(ctx, nil)
+	if err != nil {
+		return 0, err
+	}
+	defer tx.Rollback()
+	res, err := tx.ExecContext(ctx, `update paths set attempts = 0, next_attempt = 0 where state = 0 and last_error != ''`)
+	if err != nil {
+		return 0, err
+	}
+	n, _ := res.RowsAffected()
+	res, err = tx.ExecContext(ctx, `update roots set attempts = 0, next_attempt = 0 where last_error != ''`)
+	if err != nil {
+		return 0, err
+	}
+	m, _ := res.RowsAffected()
+	return n + m, tx.Commit()
+}
+
+// unsettled counts roots and pending paths that have had fewer than
+// maxAttempts attempts and do not wait for a reference that is not done:
+// work the queue is still expected to finish. (A path waiting for a
+// reference that is itself unsettled is counted through that reference.)
+func (d *db) unsettled(ctx context.Context, maxAttempts int) (int, error) {
+	var n int
+	err := d.sql.QueryRowContext(ctx, `select
+		(select count(*) from roots where attempts < ?1) +
+		(select count(*) from paths p where p.state = 0 and p.attempts < ?1
+			and not exists (select 1 from refs r join paths q on q.id = r.ref where r.path = p.id and q.state != 1))`, maxAttempts).Scan(&n)
+	if err != nil {
+		return 0, fmt.Errorf("queue status: %w", err)
+	}
+	return n, nil
+}
+
 // Failure is a path that failed its last attempt.
 type Failure struct {
 	Path        string    `json:"path"`

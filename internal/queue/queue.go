@@ -69,8 +69,9 @@ type Queue struct {
 	initialized bool           // the target's Init succeeded
 }
 
-// Open opens (creating if needed) the queue's database.
-func Open(opts Options) (*Queue, error) {
+// Open opens (creating if needed) the queue's database. Paths that failed
+// in an earlier run are due again at once.
+func Open(ctx context.Context, opts Options) (*Queue, error) {
 	if opts.StateDir == "" {
 		return nil, errors.New("queue: no state directory")
 	}
@@ -96,6 +97,14 @@ func Open(opts Options) (*Queue, error) {
 	d, err := openDB(opts.StateDir)
 	if err != nil {
 		return nil, err
+	}
+	// A restart starts fresh: paths that failed or wait out a backoff are
+	// due now (the restart is often how a user says something was fixed).
+	if n, err := d.retry(ctx); err != nil {
+		d.close()
+		return nil, err
+	} else if n > 0 {
+		log.Info("retrying paths that failed before the restart", "paths", n)
 	}
 	q := &Queue{
 		opts: opts, db: d, log: log, wake: make(chan struct{}, 1),
@@ -155,11 +164,69 @@ func (q *Queue) Status(ctx context.Context) (Status, error) {
 	return s, nil
 }
 
+// Settled reports whether the queue has nothing left to do but paths that
+// failed at least maxAttempts times: every path handed in is uploaded,
+// present, failed for good, or still failing after maxAttempts tries.
+func (q *Queue) Settled(ctx context.Context, maxAttempts int) (bool, error) {
+	q.mu.Lock()
+	busy := len(q.inflight)
+	q.mu.Unlock()
+	if busy > 0 {
+		return false, nil
+	}
+	n, err := q.db.unsettled(ctx, maxAttempts)
+	if err != nil {
+		return false, err
+	}
+	spooled := CountSpool(q.spool)
+	return n == 0 && spooled == 0, nil
+}
+
 // Retry makes failed paths due now and returns how many.
 func (q *Queue) Retry(ctx context.Context) (int64, error) {
 	n, err := q.db.retry(ctx)
 	q.poke()
 	return n, err
+}
+
+// Reload re-reads the target's credentials (the token saved by silo login,
+// the netrc file) and retries every failed path now: what SIGHUP does.
+// The queue also notices changed credential files by itself within
+// SpoolInterval, then retrying the paths that were failing.
+func (q *Queue) Reload(ctx context.Context) (int64, error) {
+	if r, ok := q.opts.Uploader.Target.(push.Reloader); ok {
+		if _, err := r.ReloadCredentials(); err != nil {
+			q.log.Warn("reading credentials", "err", err)
+		}
+	}
+	n, err := q.Retry(ctx)
+	if err == nil {
+		q.log.Info("reloaded credentials; retrying failed paths now", "paths", n)
+	}
+	return n, err
+}
+
+// checkCredentials makes failing paths due now when the credentials
+// changed since the last check.
+func (q *Queue) checkCredentials(ctx context.Context) {
+	r, ok := q.opts.Uploader.Target.(push.Reloader)
+	if !ok {
+		return
+	}
+	changed, err := r.ReloadCredentials()
+	if err != nil {
+		q.log.Warn("reading credentials (keeping the last good ones)", "err", err)
+		return
+	}
+	if !changed {
+		return
+	}
+	n, err := q.db.retryFailing(ctx)
+	if err != nil {
+		q.log.Error("retrying after new credentials", "err", err)
+		return
+	}
+	q.log.Info("credentials changed; retrying failing paths now", "paths", n)
 }
 
 // backoff returns the delay before attempt number attempts+1.
@@ -205,6 +272,7 @@ func (q *Queue) schedule(ctx context.Context, work chan<- pending) error {
 			}
 			lastSpool = now
 		}
+		q.checkCredentials(ctx)
 		if err := q.expand(ctx); err != nil && ctx.Err() == nil {
 			q.log.Warn("expanding closures", "err", err)
 		}
@@ -212,10 +280,7 @@ func (q *Queue) schedule(ctx context.Context, work chan<- pending) error {
 			q.log.Warn("scheduling uploads", "err", err)
 		}
 		// Sleep until poked, the next retry is due, or the spool is due.
-		wait := q.opts.SpoolInterval
-		if q.spool == "" {
-			wait = time.Minute
-		}
+		wait := q.opts.SpoolInterval // also how soon new credentials are seen
 		if next, err := q.db.nextDue(ctx); err == nil && !next.IsZero() {
 			if d := time.Until(next); d < wait {
 				wait = max(d, 10*time.Millisecond)
@@ -348,7 +413,12 @@ func (q *Queue) dispatch(ctx context.Context, work chan<- pending) error {
 					return err
 				}
 			}
-			q.log.Warn("cache unreachable", "target", q.opts.Uploader.Target.String(), "err", err)
+			if errors.Is(err, push.ErrUnauthorized) {
+				q.log.Warn("the cache refused the queue's credentials", "target", q.opts.Uploader.Target.String(), "err", err,
+					"fix", "save a valid token with silo login NAME URL (the queue picks it up within seconds), or fix the netrc file")
+			} else {
+				q.log.Warn("cache unreachable", "target", q.opts.Uploader.Target.String(), "err", err)
+			}
 			return nil
 		}
 		lacks := map[string]bool{}
@@ -443,7 +513,11 @@ func (q *Queue) upload(ctx context.Context, p pending) {
 	}
 	if err != nil {
 		next := time.Now().Add(q.backoff(p.attempts))
-		q.log.Warn("upload failed", "path", p.path, "attempt", p.attempts+1, "retry_in", time.Until(next).Round(time.Millisecond), "err", err)
+		msg := "upload failed"
+		if errors.Is(err, push.ErrUnauthorized) {
+			msg = "upload refused: the cache refused the queue's credentials (silo login NAME URL saves a new token; the queue picks it up within seconds)"
+		}
+		q.log.Warn(msg, "path", p.path, "attempt", p.attempts+1, "retry_in", time.Until(next).Round(time.Millisecond), "err", err)
 		record(q.db.markRetry(ctx, p.id, oneLine(err.Error()), next))
 		return
 	}

@@ -58,7 +58,7 @@ func startQueue(t *testing.T, f *fixture, socket, stateDir, targetURL string) (q
 	if err != nil {
 		t.Fatal(err)
 	}
-	q, err = queue.Open(queue.Options{
+	q, err = queue.Open(context.Background(), queue.Options{
 		StateDir: stateDir, Socket: socket, Store: store,
 		Uploader: &push.Uploader{Target: target, SigningKey: &f.key},
 		Jobs:     4, MinBackoff: 20 * time.Millisecond, MaxBackoff: 200 * time.Millisecond,

@@ -8,6 +8,11 @@ let
   dep = derivation (sh "echo ${src} > $out" // { name = "dep"; });
   dep2 = derivation (sh "echo ${dep} > $out" // { name = "dep2"; });
   copyAttrs = "source $NIX_BUILD_TOP/.attrs.sh; mkdir -p \${outputs[out]} \${outputs[dev]}; cp $NIX_BUILD_TOP/.attrs.json $NIX_BUILD_TOP/.attrs.sh \${outputs[out]}/";
+  floatingDrv = derivation (sh "echo a > $out; echo b > $bin" // {
+    name = "floating-built";
+    __contentAddressed = true;
+    outputs = [ "out" "bin" ];
+  });
 in {
   structured = derivation (sh copyAttrs // {
     builder = "/bin/bash";
@@ -51,9 +56,8 @@ in {
     exportReferencesGraph = [ "graph" dep2 "g2" src ];
     impureEnvVars = [ "http_proxy" ];
   });
-  floating = derivation (sh "echo a > $out; echo b > $bin" // {
-    name = "floating-built";
-    __contentAddressed = true;
-    outputs = [ "out" "bin" ];
-  });
+  floating = floatingDrv;
+  # Deferred (its input floats): Nix resolves it before building and
+  # writes the resolved derivation to the store (Derivation::tryResolve).
+  consumer = derivation (sh "echo ${floatingDrv} ${floatingDrv.bin} > $out" // { name = "resolved-consumer"; });
 }

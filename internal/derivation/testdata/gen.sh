@@ -3,13 +3,14 @@
 # (Debian's nix-bin), in throwaway chroot stores; needs root (the builds of
 # build.nix run in Nix's sandbox).
 #   drv/*.drv        every .drv Nix writes for cases.nix and build.nix
-#   show.json        nix show-derivation -r of all of them
+#   show.json        nix show-derivation of all of them
 #   other/*.drv      cases.nix instantiated with the store directory /other/store
 #   other-show.json  nix show-derivation -r of those
 #   built/<case>/    what Nix handed the builders of build.nix (.attrs.json,
 #                    .attrs.sh, passAsFile and exportReferencesGraph files, env)
 #   built/pathinfo.json      nix path-info --json -r of the paths those refer to
 #   built/realisations.json  realisations of the floating build (staticOutputHashes)
+#   built/consumer-realisation.json  that of the deferred derivation built on it
 set -euo pipefail
 cd "$(dirname "$0")"
 tmp=$(mktemp -d)
@@ -28,12 +29,12 @@ st="$tmp/st"
 other="$tmp/other?store=/other/store"
 
 rm -rf drv other built && mkdir -p drv other built
-top=$(nixenv nix-instantiate --store "$st" cases.nix 2>/dev/null)
+nixenv nix-instantiate --store "$st" cases.nix >/dev/null 2>&1
 nixenv nix-build --store "$st" build.nix --no-out-link >/dev/null 2>&1
-top="$top $(nixenv nix-instantiate --store "$st" build.nix 2>/dev/null)"
 cp "$st"/nix/store/*.drv drv/
-# shellcheck disable=SC2086
-nixenv nix show-derivation --store "$st" -r $top > show.json
+# All of them, including the resolved derivations Nix wrote while building.
+# shellcheck disable=SC2046
+nixenv nix show-derivation --store "$st" $(for f in drv/*.drv; do echo "/nix/store/${f#drv/}"; done) > show.json
 
 otop=$(nixenv nix-instantiate --store "$other" cases.nix 2>/dev/null)
 cp "$tmp"/other/nix/store/*.drv other/
@@ -49,4 +50,5 @@ done
 nixenv nix path-info --store "$st" --json -r "$(nixenv nix-build --store "$st" build.nix -A plain --no-out-link 2>/dev/null)" \
   "$(grep -o '/nix/store/[a-z0-9]*-src.txt' built/plain/g2)" > built/pathinfo.json
 nixenv nix realisation info --store "$st" --json -f build.nix floating.out floating.bin > built/realisations.json
+nixenv nix realisation info --store "$st" --json -f build.nix consumer > built/consumer-realisation.json
 echo "gen.sh: $(ls drv | wc -l) derivations, $(ls other | wc -l) in /other/store"
