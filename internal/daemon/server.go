@@ -37,6 +37,7 @@ import (
 	"time"
 
 	"github.com/silo-cache/silo/internal/nixconf"
+	"github.com/silo-cache/silo/internal/substitute"
 )
 
 // Options configure a Server.
@@ -62,6 +63,9 @@ type Server struct {
 	activity atomic.Uint64 // last activity id handed out
 	logMu    sync.Mutex
 	conns    sync.WaitGroup
+	// substPool is shared by the connections' substitutions: HTTP
+	// connections, the narinfo cache, downloads in flight.
+	substPool *substitute.Pool
 }
 
 // New returns a Server.
@@ -72,7 +76,7 @@ func New(o Options) *Server {
 	if o.Store == nil {
 		o.Store = LocalStoreURI(o.Config.Dirs)
 	}
-	s := &Server{opts: o}
+	s := &Server{opts: o, substPool: substitute.NewPool(substitute.PoolOptions{})}
 	// Nix's activity ids are (pid << 32) + counter; clients only need them
 	// unique and distinct from their own.
 	s.activity.Store(uint64(os.Getpid()) << 32)
