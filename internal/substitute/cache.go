@@ -118,8 +118,12 @@ func parseCacheURI(uri string, local storepath.Dir, log Logger) (c *Cache, prior
 	switch {
 	case ok && (scheme == "http" || scheme == "https"):
 		c.URI = strings.TrimSuffix(base, "/")
-		if _, err := url.Parse(c.URI); err != nil {
+		u, err := url.Parse(c.URI)
+		if err != nil {
 			return nil, nil, nil, fmt.Errorf("invalid substituter URL '%s': %v", uri, err)
+		}
+		if u.Host == "" {
+			return nil, nil, nil, fmt.Errorf("invalid substituter URL '%s': no host", uri)
 		}
 	case ok && scheme == "file":
 		if rest == "" {
@@ -216,6 +220,22 @@ func (s *Session) cacheInfo(ctx context.Context, c *Cache, cfg *Config) (cacheIn
 	case err != nil:
 		return cacheInfo{}, err
 	}
+	if info, err = parseCacheInfo(data); err != nil {
+		return cacheInfo{}, fmt.Errorf("binary cache '%s': nix-cache-info: %w", c.URI, err)
+	}
+	p.mu.Lock()
+	p.cacheInfos[c.key] = cacheInfoEntry{info: info, at: time.Now()}
+	if len(p.cacheInfos) > 1024 { // a bound against clients naming many caches
+		clear(p.cacheInfos)
+	}
+	p.mu.Unlock()
+	return info, nil
+}
+
+// parseCacheInfo reads nix-cache-info as Nix's BinaryCacheStore::init:
+// "Name: value" lines, unknown names and lines without a colon ignored.
+func parseCacheInfo(data []byte) (cacheInfo, error) {
+	var info cacheInfo
 	for line := range strings.SplitSeq(string(data), "\n") {
 		name, value, ok := strings.Cut(line, ":")
 		if !ok {
@@ -230,16 +250,10 @@ func (s *Session) cacheInfo(ctx context.Context, c *Cache, cfg *Config) (cacheIn
 		case "Priority":
 			n, err := strconv.Atoi(value)
 			if err != nil {
-				return cacheInfo{}, fmt.Errorf("binary cache '%s': nix-cache-info: invalid Priority '%s'", c.URI, value)
+				return cacheInfo{}, fmt.Errorf("invalid Priority '%s'", value)
 			}
 			info.priority = n
 		}
 	}
-	p.mu.Lock()
-	p.cacheInfos[c.key] = cacheInfoEntry{info: info, at: time.Now()}
-	if len(p.cacheInfos) > 1024 { // a bound against clients naming many caches
-		clear(p.cacheInfos)
-	}
-	p.mu.Unlock()
 	return info, nil
 }
