@@ -139,17 +139,30 @@ func opBuildPaths(ctx context.Context, c *conn) error {
 			failed = append(failed, res)
 		}
 	}
-	switch {
-	case len(failed) == 1:
-		return errors.New(failed[0].ErrorMsg)
-	case len(failed) > 1:
-		var names []string
-		for _, f := range failed {
-			c.logAt(worker.LvlError, "\x1b[31;1merror:\x1b[0m "+f.ErrorMsg)
-			p, _ := c.parsePath(f.Path.Path)
-			names = append(names, "'"+p.Base()+"'")
+	// As Nix's buildPaths: a derivation goal carries its error, a
+	// substitution goal none (its reason was only logged).
+	var exs []string
+	var names []storepath.Path
+	for _, f := range failed {
+		if f.Path.Built {
+			exs = append(exs, f.ErrorMsg)
 		}
-		return fmt.Errorf("build of %s failed", strings.Join(names, ", "))
+		p, _ := c.parsePath(f.Path.Path)
+		names = append(names, p)
+	}
+	switch {
+	case len(failed) == 1 && len(exs) == 1:
+		return errors.New(exs[0])
+	case len(failed) > 0:
+		for _, ex := range exs {
+			c.logAt(worker.LvlError, "\x1b[31;1merror:\x1b[0m "+ex)
+		}
+		sortPaths(names)
+		quoted := make([]string, len(names))
+		for i, p := range names {
+			quoted[i] = "'" + p.String() + "'"
+		}
+		return fmt.Errorf("build of %s failed", strings.Join(quoted, ", "))
 	}
 	if err := c.stopWork(); err != nil {
 		return err

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"time"
 
 	"github.com/silo-cache/silo/internal/compress"
@@ -17,6 +18,12 @@ import (
 // errGone is Nix's SubstituteGone: the narinfo is there but the NAR is
 // not. It does not count as a failure of the substituter.
 var errGone = errors.New("substitute gone")
+
+// goneError is a message wrapping errGone without showing it.
+type goneError string
+
+func (e goneError) Error() string { return string(e) }
+func (e goneError) Unwrap() error { return errGone }
 
 // progressEvery is the least time between two progress results of one
 // transfer (Nix sends one per chunk; the client only draws them).
@@ -45,7 +52,12 @@ func (s *Session) copyPath(ctx context.Context, c *Cache, ni *narinfo.NarInfo, i
 	body, size, err := c.t.open(ctx, ni.URL, &cfg)
 	if err != nil {
 		if errors.Is(err, errNotFound) {
-			return fmt.Errorf("file '%s' does not exist in binary cache '%s': %w", ni.URL, c.URI, errGone)
+			// Nix's NoSuchBinaryCacheFile, as each kind of cache words it.
+			msg := fmt.Sprintf("file '%s' does not exist in binary cache '%s'", ni.URL, c.URI)
+			if strings.HasPrefix(c.URI, "file://") {
+				msg = fmt.Sprintf("file '%s' does not exist in binary cache", ni.URL)
+			}
+			return goneError(msg)
 		}
 		c.maybeDisable(s, &cfg)
 		return err
@@ -71,6 +83,10 @@ func (s *Session) copyPath(ctx context.Context, c *Cache, ni *narinfo.NarInfo, i
 	})
 	nar.flush()
 	compressed.flush()
+	var te *transferError
+	if err != nil && errors.As(compressed.err, &te) {
+		c.maybeDisable(s, &cfg)
+	}
 	if err != nil {
 		if nar.n < info.NarSize && nar.err != nil {
 			cause := nar.err

@@ -85,8 +85,7 @@ func (e *transferError) Unwrap() error {
 // classify turns an HTTP status into Nix's error kinds.
 func statusError(verb, u string, resp *http.Response) *transferError {
 	code := resp.StatusCode
-	reason := strings.TrimSpace(strings.TrimPrefix(resp.Status, strconv.Itoa(code)))
-	e := &transferError{msg: fmt.Sprintf("unable to %s '%s': HTTP error %d ('%s')", verb, u, code, reason)}
+	e := &transferError{msg: fmt.Sprintf("unable to %s '%s': HTTP error %d ('%s')", verb, u, code, reasonPhrase(resp))}
 	switch {
 	case code == 404 || code == 410 || code == 401 || code == 403 || code == 407:
 		e.notFound = true
@@ -96,6 +95,22 @@ func statusError(verb, u string, resp *http.Response) *transferError {
 		e.transient = true
 	}
 	return e
+}
+
+func reasonPhrase(resp *http.Response) string {
+	return strings.TrimSpace(strings.TrimPrefix(resp.Status, strconv.Itoa(resp.StatusCode)))
+}
+
+// curlText is curl's error text in a netError message, without the code.
+func curlText(msg string) string {
+	i := strings.LastIndex(msg, "': ")
+	if i >= 0 {
+		msg = msg[i+3:]
+	}
+	if j := strings.LastIndex(msg, " ("); j > 0 && strings.HasSuffix(msg, ")") {
+		msg = msg[:j]
+	}
+	return msg
 }
 
 // netError describes a failed connection as curl would.
@@ -271,6 +286,8 @@ func (b *httpBody) Read(p []byte) (int, error) {
 			err = context.DeadlineExceeded
 		}
 		te := netError("download", b.url, err)
+		te.msg = fmt.Sprintf("unable to download '%s': HTTP error %d ('%s') (curl error: %s)", b.url, b.resp.StatusCode,
+			reasonPhrase(b.resp), curlText(te.msg))
 		b.resp.Body.Close()
 		b.wd.stop()
 		b.resp = nil
