@@ -162,6 +162,17 @@ func TestSubstituteFromSiloCache(t *testing.T) {
 		v, ve, err := s.try("nix-store", "--verify", "--check-contents")
 		out = append(out, v+ve, boolStr(err != nil))
 		out = append(out, noRegTime(s.run("nix", "path-info", "--json", "--sigs", "-r", top)))
+		// builtins.storePath: EnsurePath.
+		s.run("nix-store", "--delete", top, dep)
+		out = append(out, s.run("nix-instantiate", "--eval", "--read-write-mode", "-E", `builtins.readFile (builtins.storePath "`+top+`")`))
+		// nix copy -s (substitute on destination): QueryValidPaths with
+		// the substitute flag makes the daemon substitute what it can;
+		// the source here has nothing.
+		s.run("nix-store", "--delete", top, dep)
+		empty := "file://" + filepath.Join(s.root, "empty-cache")
+		_, ce, cerr := s.try("nix", "copy", "--from", empty, "--to", "unix://"+s.sock, "-s", top)
+		out = append(out, boolStr(cerr != nil), s.run("nix-store", "--check-validity", "--print-invalid", top, dep))
+		out = append(out, fmt.Sprint(strings.Count(ce, "is not signed by any of the keys")))
 		if s.silo {
 			if o, e, err := s.tryCmd(s.command(false, "nix-store", "--verify", "--check-contents")); err != nil || strings.Contains(e, "error") {
 				t.Errorf("the real Nix's verify of what silo substituted: %v\n%s%s", err, o, e)
@@ -185,8 +196,9 @@ func TestSubstituteFromSiloCache(t *testing.T) {
 		t.Errorf("silo daemon and nix-daemon answer differently (-nix +silo):\n%s", d)
 	}
 	var infos []map[string]any
-	if err := json.Unmarshal([]byte(silo[len(silo)-1]), &infos); err != nil || len(infos) != 2 {
-		t.Fatalf("path-info: %v %s", err, silo[len(silo)-1])
+	const pathInfo = 8
+	if err := json.Unmarshal([]byte(silo[pathInfo]), &infos); err != nil || len(infos) != 2 {
+		t.Fatalf("path-info: %v %s", err, silo[pathInfo])
 	}
 	for _, info := range infos {
 		if sigs, _ := info["signatures"].([]any); len(sigs) != 1 || info["ultimate"] == true {
