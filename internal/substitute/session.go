@@ -50,7 +50,8 @@ const errorPrefix = "\x1b[31;1merror:\x1b[0m "
 
 // PoolOptions configure a Pool. The zero value is usable.
 type PoolOptions struct {
-	// Jobs bounds concurrent NAR downloads in the daemon (0 means 8).
+	// Jobs bounds concurrent NAR downloads in the daemon (0 means 4: on
+	// two cores more only add decompression windows to memory).
 	// Nix 2.8 runs substitutions in max-jobs build slots; silo runs them
 	// beside builds, as later Nix does with max-substitution-jobs.
 	Jobs int
@@ -76,7 +77,7 @@ type Pool struct {
 // NewPool returns a Pool.
 func NewPool(o PoolOptions) *Pool {
 	if o.Jobs <= 0 {
-		o.Jobs = 8
+		o.Jobs = 4
 	}
 	if o.MaxInfos <= 0 {
 		o.MaxInfos = 16384
