@@ -421,3 +421,28 @@ func TestSubstituteErrorsLikeNix(t *testing.T) {
 	}
 	compareWithNix(t, "narinfo-cache-positive-ttl = 0\nnarinfo-cache-negative-ttl = 0\n", script)
 }
+
+// TestSubstituteFixedOutputOtherStoreDir is fetchurl.sh's "substitute
+// from a different store dir": a fixed-output derivation's output comes
+// from a file:// cache of /fnord/store (its path translated by the content
+// address), given on the command line, instead of being fetched.
+func TestSubstituteFixedOutputOtherStoreDir(t *testing.T) {
+	script := func(s *testStore) []string {
+		file := filepath.Join(s.root, "payload.txt")
+		os.WriteFile(file, []byte("fetched by substitution\n"), 0o644)
+		other := "file://" + filepath.Join(s.root, "other_store") + "?store=/fnord/store"
+		h := strings.TrimSpace(s.local("nix", "hash", "file", "--type", "sha256", "--base16", file))
+		fnord := strings.TrimSpace(s.local("nix", "--store", other, "store", "add-file", file))
+		expr := `import <nix/fetchurl.nix> { url = "file:///no-such-dir/payload.txt"; sha256 = "` + h + `"; name = "payload.txt"; }`
+		o, e, err := s.try("nix-build", "--no-out-link", "-E", expr, "--substituters", other)
+		out := []string{fnord, o, boolStr(err != nil)}
+		if err != nil {
+			t.Errorf("nix-build: %v\n%s", err, e)
+			return out
+		}
+		got, _ := os.ReadFile(strings.TrimSpace(o))
+		out = append(out, string(got), noRegTime(s.run("nix", "path-info", "--json", strings.TrimSpace(o))))
+		return out
+	}
+	compareWithNix(t, "narinfo-cache-positive-ttl = 0\nnarinfo-cache-negative-ttl = 0\n", script)
+}
