@@ -14,7 +14,7 @@ buildGoModule {
     root = ../.;
     fileset = lib.fileset.unions [ ../go.mod ../go.sum ../cmd ../internal ../packaging ../nix ../bench ];
   };
-  vendorHash = "sha256-Wv+XQqjMdpkoW4sC+p2hUHXChOXRynu3GTgd33Re3OQ=";
+  vendorHash = "sha256-CGe53v/r1C+zYC9TASjRxXf1JjQ+VtmpiRbiWu4Ea9Y=";
   subPackages = [ "cmd/silo" ];
   env.CGO_ENABLED = "0"; # pure Go (SQLite is modernc.org/sqlite)
   ldflags = [ "-s" "-w" ];
