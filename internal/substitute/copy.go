@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/silo-cache/silo/internal/compress"
@@ -84,12 +85,13 @@ func (s *Session) copyPath(ctx context.Context, c *Cache, ni *narinfo.NarInfo, i
 	nar.flush()
 	compressed.flush()
 	var te *transferError
-	if err != nil && errors.As(compressed.err, &te) {
+	_, cerr := compressed.counts()
+	if err != nil && errors.As(cerr, &te) {
 		c.maybeDisable(s, &cfg)
 	}
 	if err != nil {
-		if nar.n < info.NarSize && nar.err != nil {
-			cause := nar.err
+		if n, nerr := nar.counts(); n < info.NarSize && nerr != nil {
+			cause := nerr
 			if errors.Is(cause, io.EOF) {
 				cause = err
 			}
@@ -101,31 +103,47 @@ func (s *Session) copyPath(ctx context.Context, c *Cache, ni *narinfo.NarInfo, i
 }
 
 // progressReader counts what is read and reports it as resProgress
-// results of an activity.
+// results of an activity. A decompressor may read it from a goroutine of
+// its own while the counts are looked at.
 type progressReader struct {
 	r        io.Reader
 	log      Logger
 	act      uint64
-	n        uint64
 	expected uint64
-	last     time.Time
-	err      error
+
+	mu   sync.Mutex
+	n    uint64
+	last time.Time
+	err  error
 }
 
 func (p *progressReader) Read(b []byte) (int, error) {
 	n, err := p.r.Read(b)
+	p.mu.Lock()
 	p.n += uint64(n)
 	if err != nil && p.err == nil {
 		p.err = err
 	}
+	send := false
 	if now := time.Now(); now.Sub(p.last) >= progressEvery {
-		p.last = now
+		p.last, send = now, true
+	}
+	p.mu.Unlock()
+	if send {
 		p.flush()
 	}
 	return n, err
 }
 
+// counts returns the bytes read so far and the first error.
+func (p *progressReader) counts() (uint64, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.n, p.err
+}
+
 func (p *progressReader) flush() {
-	p.log.Result(p.act, worker.ResProgress, []worker.Field{worker.IntField(p.n), worker.IntField(max(p.expected, p.n)),
+	n, _ := p.counts()
+	p.log.Result(p.act, worker.ResProgress, []worker.Field{worker.IntField(n), worker.IntField(max(p.expected, n)),
 		worker.IntField(0), worker.IntField(0)})
 }

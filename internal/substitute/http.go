@@ -320,6 +320,9 @@ func (b *httpBody) Read(p []byte) (int, error) {
 }
 
 func (b *httpBody) Close() error {
+	if b.pending == nil {
+		b.pending = errors.New("read after close")
+	}
 	if b.resp == nil {
 		return nil
 	}
