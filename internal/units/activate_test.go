@@ -43,6 +43,13 @@ func TestServeUnitServesNix(t *testing.T) {
 		}
 		return string(out)
 	}
+	// Connecting activated the server; it creates its data directory as
+	// it starts, which may take a moment on a loaded machine.
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if _, err := os.Stat(filepath.Join(data, "silo.db")); err == nil || time.Now().After(deadline) {
+			break
+		}
+	}
 	key := regexp.MustCompile(`Public key:\s+(\S+)`).FindStringSubmatch(admin("cache", "create", "main"))
 	if key == nil {
 		t.Fatal("cache create printed no public key")
