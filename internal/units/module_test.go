@@ -135,7 +135,7 @@ func TestDaemonNixConf(t *testing.T) {
 	  buildMachines = [ { hostName = "b1"; systems = [ "x86_64-linux" ]; } ]; }; }`, "/silo")
 	m.realise(t, n)
 	home := t.TempDir()
-	cmd := exec.Command("nix", "--extra-experimental-features", "nix-command", "show-config", "--json")
+	cmd := exec.Command("nix", "--extra-experimental-features", "nix-command", "show-config", "--json") // nixtest:allow: reads the module's nix.conf, in an environment built from nothing
 	cmd.Env = []string{"HOME=" + home, "PATH=" + os.Getenv("PATH"), "NIX_CONF_DIR=" + filepath.Dir(m.Etc["nix/nix.conf"].Source),
 		"NIX_USER_CONF_FILES=" + filepath.Join(home, "none")}
 	var stderr strings.Builder
