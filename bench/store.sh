@@ -53,7 +53,7 @@ echo "import: the same tree as an exported path (silo: AddToStoreNar from a pipe
 nix-store --store "$work/src" --add "$TREE" > "$work/path"
 p=$(cat "$work/path")
 nix-store --store "$work/src" --export "$p" > "$work/export"
-nix-store --store "$work/src" --dump "$p" > "$work/nar"
+nix-store --dump "$work/src$p" > "$work/nar"
 h=$(nix-store --store "$work/src" -q --hash "$p") size=$(stat -c %s "$work/nar")
 silo=() nix=()
 for i in $(seq "$RUNS"); do
