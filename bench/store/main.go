@@ -3,6 +3,10 @@
 // nix-store doing the same:
 //
 //	store add ROOT PATH      add PATH recursively (nix-store --add)
+//	store add-nar ROOT NAME  add the NAR on stdin as NAME (what the daemon does with a client's upload)
+//	store import ROOT PATH SHA256 SIZE
+//	                         add the NAR on stdin as PATH with that NAR hash and size (AddToStoreNar,
+//	                         what nix-store --import and nix copy make the daemon do)
 //	store garbage ROOT N     add N small unrooted paths, the last referring to the previous ones in chains of 5
 //	store gc ROOT            collect garbage (nix-store --gc)
 //	store query ROOT         query the path info of every valid path (nix path-info --all)
@@ -11,6 +15,7 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"fmt"
 	"io"
@@ -54,11 +59,34 @@ func run(ctx context.Context, cmd, root string, args []string) error {
 	case "add":
 		pr, pw := io.Pipe()
 		go func() { pw.CloseWithError(nar.Dump(ctx, pw, args[0])) }()
-		info, err := s.AddToStoreFromDump(ctx, pr, filepath.Base(args[0]), nixstore.CAMethod{Recursive: true, Algo: hash.SHA256}, nil, nixstore.AddOptions{})
+		info, err := s.AddToStoreFromDump(ctx, bufio.NewReaderSize(pr, 64<<10), filepath.Base(args[0]), nixstore.CAMethod{Recursive: true, Algo: hash.SHA256}, nil, nixstore.AddOptions{})
 		if err != nil {
 			return err
 		}
 		fmt.Println(info.Path)
+	case "add-nar":
+		info, err := s.AddToStoreFromDump(ctx, bufio.NewReaderSize(os.Stdin, 64<<10), args[0], nixstore.CAMethod{Recursive: true, Algo: hash.SHA256}, nil, nixstore.AddOptions{})
+		if err != nil {
+			return err
+		}
+		fmt.Println(info.Path)
+	case "import":
+		p, err := s.ParsePath(args[0])
+		if err != nil {
+			return err
+		}
+		h, err := hash.ParseAs(args[1], hash.SHA256)
+		if err != nil {
+			return err
+		}
+		size, err := strconv.ParseUint(args[2], 10, 64)
+		if err != nil {
+			return err
+		}
+		info := &nixstore.PathInfo{Path: p, NarHash: h, NarSize: size}
+		if err := s.AddToStoreNar(ctx, info, bufio.NewReaderSize(os.Stdin, 64<<10), nixstore.AddOptions{}); err != nil {
+			return err
+		}
 	case "garbage":
 		n, err := strconv.Atoi(args[0])
 		if err != nil {

@@ -286,3 +286,21 @@ func TestBusyRetry(t *testing.T) {
 	}
 	tx.Rollback()
 }
+
+// FuzzParseDrvOutput: what parses prints back to what Nix would print.
+func FuzzParseDrvOutput(f *testing.F) {
+	f.Add("sha256:" + strings.Repeat("ab", 32) + "!out")
+	f.Add("sha256:1b8m03r63zqhnjf7l5wnldhh7c134ap5vpj0850ymkq1iyzicy5s!dev")
+	f.Add("!out")
+	f.Add("md5:x!")
+	f.Fuzz(func(t *testing.T, s string) {
+		o, err := ParseDrvOutput(s)
+		if err != nil {
+			return
+		}
+		back, err := ParseDrvOutput(o.String())
+		if err != nil || back != o {
+			t.Fatalf("%q -> %v -> %q: %v %v", s, o, o.String(), back, err)
+		}
+	})
+}

@@ -166,7 +166,8 @@ func (s *Store) AddToStoreNar(ctx context.Context, info *PathInfo, src io.Reader
 
 // AddToStoreFromDump adds content by its content address, as Nix's
 // addToStoreFromDump (and addTextToStore for the text method): dump is a
-// NAR for recursive methods, else the file's bytes, up to its end. The
+// NAR for recursive methods (read exactly, as by AddToStoreNar: dump
+// should be buffered), else the file's bytes, up to its end. The
 // path is computed from the hash, name and references (which must be
 // valid); the returned info is the path's, as registered.
 func (s *Store) AddToStoreFromDump(ctx context.Context, dump io.Reader, name string, m CAMethod, refs []storepath.Path, o AddOptions) (*PathInfo, error) {
@@ -198,9 +199,9 @@ func (s *Store) AddToStoreFromDump(ctx context.Context, dump io.Reader, name str
 			nh = hash.NewWriter(hash.SHA256)
 			sink = io.MultiWriter(caHash, nh)
 		}
-		// The dump ends where the stream does: read it buffered, and
-		// refuse anything after the NAR.
-		nr := nar.NewReader(io.TeeReader(dump, sink))
+		// Read exactly the NAR, as for AddToStoreNar: callers may pass a
+		// stream that goes on (the pre-1.25 protocol's inline NARs).
+		nr := nar.NewExactReader(io.TeeReader(dump, sink))
 		tmp, _, err = s.restoreTemp(ctx, name, nr, nil)
 		if err != nil {
 			return nil, fmt.Errorf("adding '%s' to the store: %w", name, err)

@@ -3,6 +3,7 @@ package nixstore_test
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"encoding/binary"
 	"errors"
 	"io"
@@ -17,6 +18,7 @@ import (
 	"github.com/silo-cache/silo/internal/nar"
 	"github.com/silo-cache/silo/internal/nixstore"
 	"github.com/silo-cache/silo/internal/nixstore/storetest"
+	"github.com/silo-cache/silo/internal/signature"
 	"github.com/silo-cache/silo/internal/storepath"
 )
 
@@ -168,5 +170,82 @@ func TestAddToStoreNarConcurrent(t *testing.T) {
 	got, _, err := nar.HashPath(context.Background(), ts.Store.RealPath(p))
 	if err != nil || got != h {
 		t.Errorf("contents hash to %v (%v), want %v", got, err, h)
+	}
+}
+
+// TestPathLocks: a held lock makes TryLockPaths fail and LockPaths wait;
+// released with deletion, the lock file is gone and the waiter proceeds.
+func TestPathLocks(t *testing.T) {
+	ctx := context.Background()
+	p := filepath.Join(t.TempDir(), "x")
+	l, err := nixstore.LockPaths(ctx, []string{p}, "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok, err := nixstore.TryLockPaths(ctx, []string{p}); ok || err != nil {
+		t.Fatalf("locked twice: %v %v", ok, err)
+	}
+	got := make(chan error, 1)
+	waiting := make(chan string, 1)
+	go func() {
+		l2, err := nixstore.LockPaths(ctx, []string{p}, "waiting for lock on "+p, func(m string) { waiting <- m })
+		if err == nil {
+			l2.Unlock(true)
+		}
+		got <- err
+	}()
+	if m := <-waiting; !strings.Contains(m, "waiting for lock") {
+		t.Errorf("wait message %q", m)
+	}
+	l.Unlock(true)
+	if err := <-got; err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(p + ".lock"); !os.IsNotExist(err) {
+		t.Errorf("lock file left: %v", err)
+	}
+	cctx, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+	defer cancel()
+	l, _ = nixstore.LockPaths(ctx, []string{p}, "", nil)
+	if _, err := nixstore.LockPaths(cctx, []string{p}, "", nil); err == nil {
+		t.Error("a cancelled wait took the lock")
+	}
+	l.Unlock(true)
+}
+
+// TestCheckSigs: with require-sigs, an input-addressed path needs a
+// signature by a trusted key; a content-addressed one needs none.
+func TestCheckSigs(t *testing.T) {
+	ctx := context.Background()
+	key, err := signature.GenerateKey("test-1", rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := storetest.New(t, false)
+	o := ts.Opts
+	o.RequireSigs = true
+	o.TrustedKeys = signature.NewKeySet(key.Public())
+	s := ts.Open(o)
+	data, h := storetest.NarOf(t, storetest.MakeTree(t, t.TempDir(), "t"))
+	check := nixstore.AddOptions{CheckSigs: true}
+
+	info := &nixstore.PathInfo{Path: storetest.RandomPath(t, s.Dir(), "unsigned"), NarHash: h, NarSize: uint64(len(data))}
+	err = s.AddToStoreNar(ctx, info, bytes.NewReader(data), check)
+	if want := "cannot add path '" + info.Path.String() + "' because it lacks a valid signature"; err == nil || err.Error() != want {
+		t.Errorf("unsigned: %v, want %q", err, want)
+	}
+	other, _ := signature.GenerateKey("other-1", rand.Reader)
+	info.Sigs = []string{other.Sign(info.Fingerprint()).String()}
+	if err := s.AddToStoreNar(ctx, info, bytes.NewReader(data), check); err == nil {
+		t.Error("accepted a signature by an untrusted key")
+	}
+	info.Sigs = append(info.Sigs, key.Sign(info.Fingerprint()).String())
+	if err := s.AddToStoreNar(ctx, info, bytes.NewReader(data), check); err != nil {
+		t.Errorf("signed by a trusted key: %v", err)
+	}
+	ca, _ := s.Dir().MakeFixedOutputPath("t", true, h, nil, false)
+	caInfo := &nixstore.PathInfo{Path: ca, NarHash: h, NarSize: uint64(len(data)), CA: "fixed:r:sha256:" + h.Nix32()}
+	if err := s.AddToStoreNar(ctx, caInfo, bytes.NewReader(data), check); err != nil {
+		t.Errorf("content-addressed without signature: %v", err)
 	}
 }

@@ -89,3 +89,24 @@ func (s *Store) AddBuildLog(ctx context.Context, drv storepath.Path, log io.Read
 	}
 	return nil
 }
+
+// CreateBuildLog creates (truncating) the build log of drv for a build
+// about to start, as Nix does before running a builder; the caller writes
+// the builder's output to it and closes it. It is written plain (see
+// AddBuildLog), and a stale compressed log of an earlier build is removed
+// so that readers see this one.
+func (s *Store) CreateBuildLog(drv storepath.Path) (io.WriteCloser, error) {
+	if !drv.IsDerivation() {
+		return nil, fmt.Errorf("creating a build log: '%s' is not a derivation", drv)
+	}
+	path := s.BuildLogPath(drv)
+	if err := os.MkdirAll(filepath.Dir(path), 0o777); err != nil {
+		return nil, fmt.Errorf("creating directory '%s': %w", filepath.Dir(path), err)
+	}
+	os.Remove(path + ".bz2")
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o666)
+	if err != nil {
+		return nil, fmt.Errorf("creating build log '%s': %w", path, err)
+	}
+	return f, nil
+}

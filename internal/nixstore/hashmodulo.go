@@ -17,6 +17,7 @@ type hashModulo struct {
 	h       gohash.Hash
 	modulus []byte
 	carry   []byte // the last len(modulus)-1 bytes, not yet hashed
+	buf     []byte // reused: carry and the written bytes (never modify p)
 	pos     int64  // bytes hashed so far
 	matches []int64
 }
@@ -32,7 +33,8 @@ func (m *hashModulo) Write(p []byte) (int, error) {
 		m.pos += int64(len(p))
 		return len(p), nil
 	}
-	s := append(m.carry, p...)
+	m.buf = append(append(m.buf[:0], m.carry...), p...)
+	s := m.buf
 	for j := 0; ; {
 		i := bytes.Index(s[j:], m.modulus)
 		if i < 0 {

@@ -29,8 +29,8 @@ func LockPaths(ctx context.Context, paths []string, waitMsg string, log func(str
 
 // TryLockPaths locks paths without waiting; it reports false (and holds
 // nothing) if any of them is locked by someone else.
-func TryLockPaths(paths []string) (*PathLocks, bool, error) {
-	return lockPaths(context.Background(), paths, false, "", nil)
+func TryLockPaths(ctx context.Context, paths []string) (*PathLocks, bool, error) {
+	return lockPaths(ctx, paths, false, "", nil)
 }
 
 func lockPaths(ctx context.Context, paths []string, wait bool, waitMsg string, log func(string)) (*PathLocks, bool, error) {

@@ -163,10 +163,20 @@ func TestBuildLog(t *testing.T) {
 	if string(b) != "building foo\ndone\n" {
 		t.Errorf("silo reads %q", b)
 	}
-	// A second log for the same derivation does not replace the first.
+	// A build log being written is what Nix reads, replacing an old one.
+	w, err := ts.Store.CreateBuildLog(drv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Write([]byte("rebuilt\n"))
+	w.Close()
+	if out, _ = ts.Run("nix-store", "--read-log", drv.String()); out != "rebuilt\n" {
+		t.Errorf("Nix reads the new log as %q", out)
+	}
+	// A second copied log for the same derivation does not replace the first.
 	ts.Store.AddBuildLog(ctx, drv, strings.NewReader("other"))
 	out, _ = ts.Run("nix-store", "--read-log", drv.String())
-	if out != "building foo\ndone\n" {
+	if out != "rebuilt\n" {
 		t.Errorf("log replaced: %q", out)
 	}
 }

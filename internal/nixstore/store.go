@@ -8,14 +8,16 @@
 //     directories, the reserved-space file, the database) and is meant to
 //     be called per daemon connection: a store or state directory deleted
 //     under a running daemon is re-created by the next Open.
-//   - Nothing becomes valid before it is complete and verified. Content is
-//     written under a temporary store-path name in the store directory
-//     (temp-rooted, so no garbage collector deletes it), checked (NAR hash
-//     and size, the content address, references valid), canonicalised
-//     (modes 0444/0555, mtime 1, owner), then renamed into place while the
-//     path's lock is held, and registered in the database last. On any
-//     error or cancelled context the temporary tree is removed and the
-//     path stays invalid.
+//   - Nothing becomes valid before it is complete and verified. A NAR (or
+//     dump) is restored under a temporary store-path name in the store
+//     directory (temp-rooted, so no garbage collector deletes it), checked
+//     (NAR hash and size, the content address, references valid), created
+//     canonical (modes 0444/0555, mtime 1, owner), then renamed into place
+//     while the path's lock is held, and registered in the database last.
+//     A text held in memory is written straight to its path under the
+//     lock (the path is invalid until registered). On any error or
+//     cancelled context what was written is removed and the path stays
+//     invalid.
 //   - Path locks are Nix's: flock on <realpath>.lock, created 0600,
 //     re-tried when the file turned out to be deleted ("d" written by the
 //     releaser), deleted on release. Two adds of one path serialise on it,
