@@ -86,24 +86,39 @@ wipe() { # empty NAME's store, as Nix's tests do (the daemon re-creates the
 now() { echo "$EPOCHREALTIME"; }
 median() { sort -g | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
 
+# cpu NAME: CPU seconds the daemon of NAME has used so far, with its
+# finished children (nix-daemon serves each connection in a child).
+cpu() {
+  local pid
+  eval "pid=\$pid_$1"
+  awk -v hz="$(getconf CLK_TCK)" '{print ($14 + $15 + $16 + $17) / hz}' "/proc/$pid/stat"
+}
+
 # bench LABEL PREPARE RUN: time RUN (a function taking the store name)
-# after PREPARE, in turn for silo and nix, and print medians and the ratio.
+# after PREPARE, in turn for silo and nix, and print medians and the ratio:
+# wall time of the client command, and CPU time of the daemon while it ran.
 bench() {
   local label=$1 prepare=$2 run=$3
-  : > "$work/t.silo"; : > "$work/t.nix"
+  : > "$work/t.silo"; : > "$work/t.nix"; : > "$work/c.silo"; : > "$work/c.nix"
   for ((i = 0; i < RUNS; i++)); do
     for n in silo nix; do
       $prepare "$n"
-      local t0 t1
-      t0=$(now)
+      sleep 0.2 # let the preparation's connections end
+      local t0 t1 c0 c1
+      c0=$(cpu "$n"); t0=$(now)
       $run "$n" > "$work/$n/out" 2>&1 || { echo "$label ($n) failed:" >&2; cat "$work/$n/out" >&2; exit 1; }
       t1=$(now)
+      sleep 0.2 # nix-daemon's child is counted once it has exited
+      c1=$(cpu "$n")
       echo "$t1 - $t0" | bc -l >> "$work/t.$n"
+      echo "$c1 - $c0" | bc -l >> "$work/c.$n"
     done
   done
-  local s x
+  local s x cs cx
   s=$(median < "$work/t.silo"); x=$(median < "$work/t.nix")
-  printf '%-6s silo %8.3fs  nix-daemon %8.3fs  ratio %.2f  (median of %d)\n' "$label" "$s" "$x" "$(echo "$s / $x" | bc -l)" "$RUNS"
+  cs=$(median < "$work/c.silo"); cx=$(median < "$work/c.nix")
+  printf '%-6s wall: silo %7.3fs nix-daemon %7.3fs ratio %.2f | daemon CPU: silo %6.3fs nix-daemon %6.3fs ratio %.2f  (medians of %d)\n' \
+    "$label" "$s" "$x" "$(echo "$s / $x" | bc -l)" "$cs" "$cx" "$(echo "$cs / ($cx + 0.000001)" | bc -l)" "$RUNS"
 }
 
 # --- add: the Go tree
@@ -158,6 +173,14 @@ for what in "$@"; do
       for n in silo nix; do prep_copy "$n"; run_copy "$n" > /dev/null 2>&1; done
       printf 'info: closure of %s paths\n' "$(client silo nix-store -qR "$(cat "$work/src-silo/root")" | wc -l)"
       bench info prep_info run_info
+      # The floor: the same command on the same store without any daemon
+      # (the real Nix in local mode), which no daemon can beat.
+      : > "$work/t.local"
+      for ((i = 0; i < RUNS; i++)); do
+        t0=$(now); localnix silo nix path-info -r --json "$(cat "$work/src-silo/root")" > /dev/null; t1=$(now)
+        echo "$t1 - $t0" | bc -l >> "$work/t.local"
+      done
+      printf 'info   floor: the client alone (local mode, no daemon) %.3fs\n' "$(median < "$work/t.local")"
     fi ;;
   gc) make_dead; bench gc prep_gc run_gc ;;
   mem)

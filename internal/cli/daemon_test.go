@@ -222,4 +222,22 @@ func testStdio(t *testing.T, silo string) {
 	if got := f.nix(t, "local", "nix", "store", "cat", "--store", remote, p); got != "over stdio" {
 		t.Errorf("nix store cat over ssh-ng: %q", got)
 	}
+
+	// With --store naming a daemon, --stdio relays to it.
+	d := exec.Command(f.bin)
+	d.Env = f.env()
+	if err := d.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { d.Process.Kill(); d.Wait() }()
+	waitSocket(t, f.sock)
+	relayed := remote + "&remote-store=unix://" + f.sock
+	if info := f.nix(t, "local", "nix", "path-info", "--store", relayed, p); info != p {
+		t.Errorf("path-info relayed to the daemon: %q", info)
+	}
+	file2 := filepath.Join(f.root, "relayed")
+	os.WriteFile(file2, []byte("relayed\n"), 0o644)
+	if p2 := f.nix(t, "local", "nix", "store", "add-file", "--store", relayed, file2); !strings.HasPrefix(p2, f.store+"/") {
+		t.Errorf("add-file relayed: %q", p2)
+	}
 }

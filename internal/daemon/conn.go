@@ -59,7 +59,8 @@ type conn struct {
 }
 
 func newConn(s *Server, rw io.ReadWriteCloser, peer *Peer) *conn {
-	c := &conn{srv: s, rw: rw, dec: worker.NewDecoder(rw), enc: worker.NewEncoder(rw), peer: peer,
+	// A large read buffer: uploads (NARs) arrive in frames of 32 KiB.
+	c := &conn{srv: s, rw: rw, dec: worker.NewDecoderSize(rw, 256<<10), enc: worker.NewEncoder(rw), peer: peer,
 		settings: s.opts.Config.Settings.Clone()}
 	c.dec.SetLimits(maxString, maxList)
 	c.verbosity.Store(s.opts.Verbosity)
@@ -99,7 +100,10 @@ func (c *conn) serve(ctx context.Context) error {
 		}
 		c.ops++
 		c.srv.logf(worker.LvlDebug, "received daemon op %d", op)
-		if err := c.perform(ctx, worker.Op(op)); err != nil {
+		start := time.Now()
+		err = c.perform(ctx, worker.Op(op))
+		c.srv.logf(worker.LvlDebug, "op %s took %v", worker.Op(op), time.Since(start))
+		if err != nil {
 			return err
 		}
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -117,13 +118,17 @@ func (s *testStore) startNix() {
 	cmd.Env = s.env(false)
 	s.stderr = &syncBuffer{}
 	cmd.Stderr = s.stderr
+	// nix-daemon's per-connection children outlive it (setsid) and keep
+	// stderr open until their client goes: do not wait for them.
+	cmd.WaitDelay = 2 * time.Second
 	if err := cmd.Start(); err != nil {
 		s.t.Fatal(err)
 	}
 	s.stop = func() { cmd.Process.Kill(); cmd.Wait() }
 	s.t.Cleanup(s.stop)
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		if _, err := os.Stat(s.sock); err == nil {
+		if c, err := net.Dial("unix", s.sock); err == nil {
+			c.Close()
 			return
 		}
 		if time.Now().After(deadline) {

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 )
 
 func storeListing(s *testStore) string {
@@ -133,5 +134,31 @@ func TestGCWhileAdding(t *testing.T) {
 		if _, err := os.Stat(p); err == nil {
 			t.Errorf("%s not collected", p)
 		}
+	}
+}
+
+// TestAutoGC: with min-free set and (Nix's test hook) little free space,
+// adding content through the daemon first collects garbage.
+func TestAutoGC(t *testing.T) {
+	free := filepath.Join(t.TempDir(), "free")
+	os.WriteFile(free, []byte("1000\n"), 0o644)
+	t.Setenv("_NIX_TEST_FREE_SPACE_FILE", free)
+	s := newTestStore(t, "min-free = 1000000\nmax-free = 2000000000\nmin-free-check-interval = 0\n")
+	s.startSilo()
+	src := t.TempDir()
+	os.WriteFile(src+"/dead", []byte("dead weight\n"), 0o644)
+	dead := strings.TrimSpace(s.local("nix-store", "--add", src+"/dead"))
+	os.WriteFile(src+"/new", []byte("new content\n"), 0o644)
+	added := strings.TrimSpace(s.run("nix-store", "--add", src+"/new"))
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		if _, err := os.Stat(dead); err != nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the dead path %s survived the automatic collection; daemon: %s", dead, s.stderr)
+		}
+	}
+	if _, err := os.Stat(added); err != nil {
+		t.Errorf("the path being added was collected: %v", err)
 	}
 }

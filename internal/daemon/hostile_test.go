@@ -181,7 +181,9 @@ func TestHostileWire(t *testing.T) {
 		c.enc.Bool(true)
 		c.enc.Uint64(1 << 50) // a frame of a petabyte, then silence
 		c.enc.Raw(nar[:16])
-		c.flush()
+		if err := c.enc.Flush(); err != nil {
+			t.Fatalf("%v; daemon: %s", err, s.stderr)
+		}
 		time.Sleep(100 * time.Millisecond)
 		c.conn.Close()
 		c2 := dialRaw(t, s.sock)
@@ -246,5 +248,44 @@ func TestConcurrentSameAdd(t *testing.T) {
 	}
 	if out := s.local("nix-store", "--verify", "--check-contents"); strings.Contains(out, "error") {
 		t.Errorf("local nix-store --verify: %s", out)
+	}
+}
+
+// TestManyConnections opens and drops connections from many clients at
+// once, some hanging up in the middle of a request: every other client's
+// requests still succeed (a closed connection's descriptor, reused by the
+// kernel for the next one, is never touched again).
+func TestManyConnections(t *testing.T) {
+	s := hostileStore(t)
+	var wg sync.WaitGroup
+	errs := make(chan error, 400)
+	for g := range 16 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 15 {
+				c := dialRaw(t, s.sock) // the first ones open a fresh store at once
+				if (g+i)%3 == 0 {       // hang up mid-request
+					c.enc.Uint64(uint64(worker.OpIsValidPath))
+					c.enc.Uint64(100)
+					c.enc.Flush()
+					c.conn.Close()
+					continue
+				}
+				c.enc.Uint64(uint64(worker.OpIsValidPath))
+				c.enc.String(s.store + "/" + strings.Repeat("d", 32) + "-x")
+				if err := c.stderr(); err != nil {
+					errs <- err
+				} else if _, err := c.dec.Uint64(); err != nil {
+					errs <- err
+				}
+				c.conn.Close()
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
 	}
 }

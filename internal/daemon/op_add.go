@@ -16,8 +16,9 @@ import (
 	"github.com/silo-cache/silo/internal/worker"
 )
 
-// uploadBuffer buffers a framed upload for the store's NAR reader, which
-// reads in small pieces.
+// uploadBuffer buffers a tunnelled upload (one request per read) for the
+// store's NAR reader, which reads in small pieces. A framed upload needs
+// no buffer of its own: FramedReader reads from the connection's buffer.
 const uploadBuffer = 64 << 10
 
 // addOptions are the options of an addition by this connection.
@@ -51,7 +52,7 @@ func opAddToStore(ctx context.Context, c *conn) error {
 	if err := c.startWork(); err != nil {
 		return err
 	}
-	src := bufio.NewReaderSize(c.framedSource(), uploadBuffer)
+	src := c.framedSource()
 	m, err := nixstore.ParseCAMethod(camStr)
 	if err != nil {
 		return err
@@ -216,7 +217,7 @@ func opAddToStoreNar(ctx context.Context, c *conn) error {
 	var src io.Reader
 	switch {
 	case c.minor >= 23:
-		src = bufio.NewReaderSize(c.framedSource(), uploadBuffer)
+		src = c.framedSource()
 	case c.minor >= 21:
 		src = bufio.NewReaderSize(&tunnelReader{c: c}, uploadBuffer)
 	default:

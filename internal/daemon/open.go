@@ -25,7 +25,16 @@ func (c *conn) openStore(ctx context.Context) error {
 	}
 	o.Log = c.storeLog
 	o.DerivationOutputs = c.derivationOutputs
-	if c.store, err = nixstore.Open(ctx, o); err != nil {
+	if c.srv.autoGC != nil {
+		o.AutoGC = c.srv.autoGC.Check
+	}
+	// One Open at a time: opening a fresh (or freshly deleted) store
+	// creates the database and its schema file, which a second connection
+	// opening at the same moment must not read half-written.
+	c.srv.openMu.Lock()
+	c.store, err = nixstore.Open(ctx, o)
+	c.srv.openMu.Unlock()
+	if err != nil {
 		return err
 	}
 	c.dir = c.store.Dir()

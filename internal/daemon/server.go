@@ -37,6 +37,7 @@ import (
 	"time"
 
 	"github.com/silo-cache/silo/internal/nixconf"
+	"github.com/silo-cache/silo/internal/nixgc"
 	"github.com/silo-cache/silo/internal/substitute"
 )
 
@@ -62,6 +63,8 @@ type Server struct {
 	opts     Options
 	activity atomic.Uint64 // last activity id handed out
 	logMu    sync.Mutex
+	openMu   sync.Mutex    // serialises opening the store (see conn.openStore)
+	autoGC   *nixgc.AutoGC // nil without min-free
 	conns    sync.WaitGroup
 	// substPool is shared by the connections' substitutions: HTTP
 	// connections, the narinfo cache, downloads in flight.
@@ -100,6 +103,7 @@ func (s *Server) logf(level uint64, format string, a ...any) {
 func (s *Server) Serve(ctx context.Context, l *net.UnixListener) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	s.startAutoGC(ctx)
 	stop := context.AfterFunc(ctx, func() { l.Close() })
 	defer stop()
 	for {
@@ -135,10 +139,15 @@ func (s *Server) Serve(ctx context.Context, l *net.UnixListener) error {
 			trusted = " (trusted)"
 		}
 		s.logf(3, "accepted connection from pid %d, user %s%s", peer.PID, peer.User, trusted)
+		bc, err := newBlockingConn(c)
+		if err != nil {
+			s.logf(0, "\x1b[31;1merror:\x1b[0m error processing connection: %v", err)
+			continue
+		}
 		s.conns.Add(1)
 		go func() {
 			defer s.conns.Done()
-			s.ServeConn(ctx, c, peer)
+			s.ServeConn(ctx, bc, peer)
 		}()
 	}
 }

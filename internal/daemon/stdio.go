@@ -18,6 +18,7 @@ func (s *Server) ServeStdio(ctx context.Context, in, out *os.File) error {
 	if sock := s.opts.Store.Socket; sock != "" {
 		return relay(ctx, sock, in, out)
 	}
+	s.startAutoGC(ctx)
 	s.ServeConn(ctx, &stdio{in: in, out: out}, &Peer{PID: -1, UID: -1, GID: -1, Trusted: true})
 	return nil
 }

@@ -156,3 +156,50 @@ func TestAllowedUsers(t *testing.T) {
 		t.Errorf("root refused: %s", errOut)
 	}
 }
+
+// TestTrustedGroup trusts nobody through its group (@nogroup, nobody's
+// primary group), as Nix's matchUser does.
+func TestTrustedGroup(t *testing.T) {
+	s := newTestStore(t, "trusted-users = root @nogroup\n")
+	s.startSilo()
+	home := nobodyHome(t, s)
+	file := filepath.Join(home, "f")
+	os.WriteFile(file, []byte("group trust\n"), 0o644)
+	out, errOut, err := s.tryCmd(asNobody(t, s.command(true, "nix-store", "--add", file), home))
+	if err != nil {
+		t.Fatalf("%v %s", err, errOut)
+	}
+	key := filepath.Join(home, "key")
+	s.local("nix-store", "--generate-binary-cache-key", "group-1", key, key+".pub")
+	os.Chmod(key, 0o644)
+	if _, errOut, err := s.tryCmd(asNobody(t, s.command(true, "nix", "store", "sign", "--key-file", key, strings.TrimSpace(out)), home)); err != nil {
+		t.Errorf("nobody, trusted through @nogroup, cannot sign: %v %s", err, errOut)
+	}
+	if !strings.Contains(s.stderr.String(), "user nobody (trusted)") {
+		t.Errorf("daemon log: %s", s.stderr)
+	}
+}
+
+func TestMatchUser(t *testing.T) {
+	tests := []struct {
+		user, group string
+		list        []string
+		want        bool
+	}{
+		{"alice", "users", []string{"*"}, true},
+		{"alice", "users", []string{"bob", "alice"}, true},
+		{"alice", "users", []string{"@users"}, true},
+		{"alice", "users", []string{"@wheel", "bob"}, false},
+		{"root", "root", []string{"@root"}, true},
+		{"nobody", "nogroup", nil, false},
+	}
+	for _, tt := range tests {
+		if got := matchUser(tt.user, tt.group, tt.list); got != tt.want {
+			t.Errorf("matchUser(%s, %s, %q) = %v, want %v", tt.user, tt.group, tt.list, got, tt.want)
+		}
+	}
+	p := &Peer{User: "nixbld1", Group: "nixbld"}
+	if err := authorize(p, []string{"*"}, []string{"*"}, "nixbld"); err == nil {
+		t.Error("a build user (primary group build-users-group) may connect")
+	}
+}

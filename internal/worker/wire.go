@@ -29,8 +29,11 @@ type Decoder struct {
 
 // NewDecoder returns a Decoder reading from r, with the limits MaxString
 // and MaxList.
-func NewDecoder(r io.Reader) *Decoder {
-	return &Decoder{r: bufio.NewReaderSize(r, 32<<10), maxString: MaxString, maxList: MaxList}
+func NewDecoder(r io.Reader) *Decoder { return NewDecoderSize(r, 32<<10) }
+
+// NewDecoderSize is NewDecoder with a read buffer of size bytes.
+func NewDecoderSize(r io.Reader, size int) *Decoder {
+	return &Decoder{r: bufio.NewReaderSize(r, size), maxString: MaxString, maxList: MaxList}
 }
 
 // SetLimits bounds the strings and lists d reads (a server reading a
