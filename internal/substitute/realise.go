@@ -396,6 +396,11 @@ func (s *Session) substituteOne(ctx context.Context, c *Cache, ni *narinfo.NarIn
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+	if !repair { // another connection (or Nix) may have added it meanwhile
+		if ok, err := s.store.IsValid(ctx, info.Path); err != nil || ok {
+			return err
+		}
+	}
 	return s.copyPath(ctx, c, ni, info, repair, parent)
 }
 
