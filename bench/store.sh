@@ -49,6 +49,22 @@ done
 s=$(min "${silo[@]}") a=$(min "${nar[@]}") n=$(min "${nix[@]}")
 printf '  silo %.2fs  silo-nar %.2fs  nix-store %.2fs  ratio %.2f / %.2f (target < 1)\n' "$s" "$a" "$n" "$(echo "$s / $n" | bc -l)" "$(echo "$a / $n" | bc -l)"
 
+echo "import: the same tree as an exported path (silo: AddToStoreNar from a pipe; nix-store --import), best of $RUNS"
+nix-store --store "$work/src" --add "$TREE" > "$work/path"
+p=$(cat "$work/path")
+nix-store --store "$work/src" --export "$p" > "$work/export"
+nix-store --dump "$work/src$p" > "$work/nar"
+h=$(nix-store --store "$work/src" -q --hash "$p") size=$(stat -c %s "$work/nar")
+silo=() nix=()
+for i in $(seq "$RUNS"); do
+  silo+=("$(elapsed sh -c "'$work/store' import '$work/imp-silo-$i' '$p' '$h' '$size' < '$work/nar'")")
+  nix+=("$(elapsed sh -c "nix-store --store '$work/imp-nix-$i' --import < '$work/export'")")
+  rm -rf "$work/imp-silo-$i" "$work/imp-nix-$i"
+done
+rm -rf "$work/src" "$work/export" "$work/nar"
+s=$(min "${silo[@]}") n=$(min "${nix[@]}")
+printf '  silo %.2fs  nix-store --import %.2fs  ratio %.2f (target < 1)\n' "$s" "$n" "$(echo "$s / $n" | bc -l)"
+
 echo "gc: $GARBAGE dead paths, best of $RUNS"
 "$work/store" garbage "$work/garbage" "$GARBAGE" 2>/dev/null
 silo=() nix=()

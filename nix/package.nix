@@ -14,7 +14,7 @@ buildGoModule {
     root = ../.;
     fileset = lib.fileset.unions [ ../go.mod ../go.sum ../cmd ../internal ../packaging ../nix ../bench ];
   };
-  vendorHash = "sha256-DWWjqnQ7Jf0pnXx5h4IxC0aXFfzz+QIDKxYK74EDtKQ=";
+  vendorHash = "sha256-jKsFHt9HNJcvZSIS5MJscbWxvPovLgZw6JE/Svcwses=";
   subPackages = [ "cmd/silo" ];
   env.CGO_ENABLED = "0"; # pure Go (SQLite is modernc.org/sqlite)
   ldflags = [ "-s" "-w" ];

@@ -4,6 +4,9 @@
 //
 //	store add ROOT PATH      add PATH recursively (nix-store --add)
 //	store add-nar ROOT NAME  add the NAR on stdin as NAME (what the daemon does with a client's upload)
+//	store import ROOT PATH SHA256 SIZE
+//	                         add the NAR on stdin as PATH with that NAR hash and size (AddToStoreNar,
+//	                         what nix-store --import and nix copy make the daemon do)
 //	store garbage ROOT N     add N small unrooted paths, the last referring to the previous ones in chains of 5
 //	store gc ROOT            collect garbage (nix-store --gc)
 //	store query ROOT         query the path info of every valid path (nix path-info --all)
@@ -67,6 +70,23 @@ func run(ctx context.Context, cmd, root string, args []string) error {
 			return err
 		}
 		fmt.Println(info.Path)
+	case "import":
+		p, err := s.ParsePath(args[0])
+		if err != nil {
+			return err
+		}
+		h, err := hash.ParseAs(args[1], hash.SHA256)
+		if err != nil {
+			return err
+		}
+		size, err := strconv.ParseUint(args[2], 10, 64)
+		if err != nil {
+			return err
+		}
+		info := &nixstore.PathInfo{Path: p, NarHash: h, NarSize: size}
+		if err := s.AddToStoreNar(ctx, info, bufio.NewReaderSize(os.Stdin, 64<<10), nixstore.AddOptions{}); err != nil {
+			return err
+		}
 	case "garbage":
 		n, err := strconv.Atoi(args[0])
 		if err != nil {

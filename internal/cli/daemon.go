@@ -31,8 +31,10 @@ NIX_CONFIG, then --option. Installed or linked as 'nix-daemon', silo accepts
 nix-daemon's own command line (--daemon, --stdio, --option NAME VALUE, --NAME VALUE,
 -v, --debug, --store, --version).
 
-Not yet: building derivations and substituting from binary caches (build ops
-answer an error saying so).`,
+Substitutes from binary caches as nix-daemon does (substituters, trusted-public-keys,
+require-sigs, trusted-substituters, netrc-file, narinfo-cache-*-ttl; http(s) and
+file:// caches, silo's included): before building, for QueryMissing, nix-env -qas.
+Not yet: building derivations (build ops answer an error saying so).`,
 		Setup: func(fs *flag.FlagSet) func(context.Context, *Env, []string) error {
 			stdio := fs.Bool("stdio", false, "serve one connection on stdin/stdout (what ssh-ng:// runs), trusting it")
 			store := fs.String("store", "", "the store to serve: auto, local, a directory (a chroot store) or local?root=DIR; with --stdio also daemon or unix://PATH to relay to")

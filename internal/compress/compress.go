@@ -1,6 +1,7 @@
 // Package compress names the NAR compression methods Nix uses in binary
 // caches and streams them: it recognises a compressed NAR by its first
-// bytes, decompresses xz, zstd, bzip2 and gzip with bounded memory, and
+// bytes, decompresses xz, zstd, bzip2, gzip and brotli (which has no magic
+// number: only by name) with bounded memory, and
 // compresses to zstd or xz for storage.
 //
 // Readers and writers stream; their memory is bounded by the method's
@@ -17,6 +18,7 @@ import (
 	"io"
 	"sync"
 
+	"github.com/andybalholm/brotli"
 	"github.com/klauspost/compress/zstd"
 	"github.com/ulikunitz/xz"
 )
@@ -28,6 +30,8 @@ const (
 	Zstd  = "zstd"
 	Bzip2 = "bzip2"
 	Gzip  = "gzip"
+	// Brotli is Nix's "br"; Sniff cannot recognise it.
+	Brotli = "br"
 )
 
 // ErrUnsupported is returned (wrapped) for data or a method this package
@@ -76,6 +80,8 @@ func Ext(method string) string {
 		return ".zst"
 	case Bzip2:
 		return ".bz2"
+	case Brotli:
+		return ".br"
 	}
 	return ""
 }
@@ -143,6 +149,8 @@ func NewReader(method string, r io.Reader) (io.ReadCloser, error) {
 			return nil, fmt.Errorf("gzip: %w", err)
 		}
 		return gr, nil
+	case Brotli:
+		return io.NopCloser(brotli.NewReader(r)), nil
 	}
 	return nil, fmt.Errorf("%w: %q", ErrUnsupported, method)
 }

@@ -54,6 +54,29 @@ func TestGoldenDecompress(t *testing.T) {
 	}
 }
 
+// Brotli has no magic number: Nix names it in the narinfo ("br").
+func TestGoldenBrotli(t *testing.T) {
+	want, _ := os.ReadFile("testdata/small.nar")
+	data, err := os.ReadFile("testdata/small.nar.br")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := NewReader(Brotli, bytes.NewReader(data))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	got, err := io.ReadAll(r)
+	if err != nil || !bytes.Equal(got, want) {
+		t.Errorf("decompressed %d bytes (%v), want the %d of small.nar", len(got), err, len(want))
+	}
+	data[len(data)/2] ^= 0xff
+	r, _ = NewReader(Brotli, bytes.NewReader(data))
+	if got, err := io.ReadAll(r); err == nil && bytes.Equal(got, want) {
+		t.Error("corrupted brotli data decompressed to the original")
+	}
+}
+
 func TestRoundTrip(t *testing.T) {
 	data, _ := os.ReadFile("testdata/small.nar")
 	for _, tt := range []struct {

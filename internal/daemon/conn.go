@@ -13,6 +13,7 @@ import (
 	"github.com/silo-cache/silo/internal/nixconf"
 	"github.com/silo-cache/silo/internal/nixstore"
 	"github.com/silo-cache/silo/internal/storepath"
+	"github.com/silo-cache/silo/internal/substitute"
 	"github.com/silo-cache/silo/internal/worker"
 )
 
@@ -45,7 +46,8 @@ type conn struct {
 	verbosity atomic.Uint64
 	store     *nixstore.Store
 	dir       storepath.Dir
-	drvHasher *derivation.Hasher // made on first use
+	drvHasher *derivation.Hasher  // made on first use
+	subst     *substitute.Session // made on first use (op_subst.go)
 
 	phase  phase
 	framed *worker.FramedReader // an upload to read to its end

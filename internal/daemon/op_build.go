@@ -9,6 +9,7 @@ import (
 	"github.com/silo-cache/silo/internal/derivation"
 	"github.com/silo-cache/silo/internal/nixdb"
 	"github.com/silo-cache/silo/internal/storepath"
+	"github.com/silo-cache/silo/internal/substitute"
 	"github.com/silo-cache/silo/internal/worker"
 )
 
@@ -19,16 +20,16 @@ const (
 	bmCheck  = 2
 )
 
-// errNoBuilder explains why a derivation cannot be realised: silo's daemon
-// does not build yet, and does not substitute.
+// errNoBuilder explains why a derivation cannot be realised: no cache
+// has its outputs, and silo's daemon does not build yet.
 func errNoBuilder(drv storepath.Path, missing []string) string {
-	return fmt.Sprintf("cannot build '%s' (outputs %s): silo daemon does not build derivations or substitute yet; "+
+	return fmt.Sprintf("cannot build '%s' (outputs %s): no substituter has them and silo daemon does not build derivations yet; "+
 		"build it with nix-daemon or a local store (--store local), or copy its outputs in with nix copy",
 		drv, strings.Join(missing, ", "))
 }
 
 // realise answers for one requested path what the builder would: already
-// valid, or a failure saying what is missing.
+// valid, substituted, or a failure saying what is missing.
 func (c *conn) realise(ctx context.Context, dp worker.DerivedPath, mode uint64) (*worker.BuildResult, error) {
 	res := &worker.BuildResult{Path: dp, BuiltOutputs: map[string]worker.Realisation{}}
 	p, err := c.parsePath(dp.Path)
@@ -40,16 +41,7 @@ func (c *conn) realise(ctx context.Context, dp worker.DerivedPath, mode uint64) 
 		return nil, err
 	}
 	if !dp.Built {
-		if ok && mode == bmNormal {
-			res.Status = worker.AlreadyValid
-			return res, nil
-		}
-		if ok {
-			res.Status, res.ErrorMsg = worker.MiscFailure, fmt.Sprintf("cannot repair or check path '%s': silo daemon does not substitute or build yet", p)
-			return res, nil
-		}
-		res.Status, res.ErrorMsg = worker.NoSubstituters, fmt.Sprintf("path '%s' is required, but there is no substituter that can build it", p)
-		return res, nil
+		return c.realiseOpaque(ctx, p, mode, res) // op_subst.go
 	}
 	if !ok {
 		res.Status, res.ErrorMsg = worker.MiscFailure, fmt.Sprintf("cannot build missing derivation '%s'", p)
@@ -72,6 +64,19 @@ func (c *conn) realise(ctx context.Context, dp worker.DerivedPath, mode uint64) 
 	if err != nil {
 		return nil, err
 	}
+	res.Status = worker.AlreadyValid
+	if len(missing) > 0 && mode == bmNormal {
+		dec, failMsg, err := c.substituteOutputs(ctx, p, d, missing) // op_subst.go
+		switch {
+		case err != nil:
+			return nil, err
+		case dec == substitute.Fail:
+			res.Status, res.ErrorMsg = worker.TransientFailure, "\x1b[0m"+failMsg
+			return res, nil
+		case dec == substitute.Done:
+			res.Status, missing = worker.Substituted, nil
+		}
+	}
 	if len(missing) > 0 || mode != bmNormal {
 		if len(missing) == 0 {
 			missing = wanted
@@ -79,7 +84,6 @@ func (c *conn) realise(ctx context.Context, dp worker.DerivedPath, mode uint64) 
 		res.Status, res.ErrorMsg = worker.MiscFailure, errNoBuilder(p, missing)
 		return res, nil
 	}
-	res.Status = worker.AlreadyValid
 	hashes, err := c.hasher().StaticOutputHashes(ctx, d)
 	if err != nil {
 		return nil, err
@@ -131,21 +135,34 @@ func opBuildPaths(ctx context.Context, c *conn) error {
 		if err != nil {
 			return err
 		}
-		if res.Status != worker.AlreadyValid {
+		if res.Status != worker.AlreadyValid && res.Status != worker.Substituted {
 			failed = append(failed, res)
 		}
 	}
-	switch {
-	case len(failed) == 1:
-		return errors.New(failed[0].ErrorMsg)
-	case len(failed) > 1:
-		var names []string
-		for _, f := range failed {
-			c.logAt(worker.LvlError, "\x1b[31;1merror:\x1b[0m "+f.ErrorMsg)
-			p, _ := c.parsePath(f.Path.Path)
-			names = append(names, "'"+p.Base()+"'")
+	// As Nix's buildPaths: a derivation goal carries its error, a
+	// substitution goal none (its reason was only logged).
+	var exs []string
+	var names []storepath.Path
+	for _, f := range failed {
+		if f.Path.Built {
+			exs = append(exs, f.ErrorMsg)
 		}
-		return fmt.Errorf("build of %s failed", strings.Join(names, ", "))
+		p, _ := c.parsePath(f.Path.Path)
+		names = append(names, p)
+	}
+	switch {
+	case len(failed) == 1 && len(exs) == 1:
+		return errors.New(exs[0])
+	case len(failed) > 0:
+		for _, ex := range exs {
+			c.logAt(worker.LvlError, "\x1b[31;1merror:\x1b[0m "+ex)
+		}
+		sortPaths(names)
+		quoted := make([]string, len(names))
+		for i, p := range names {
+			quoted[i] = "'" + p.String() + "'"
+		}
+		return fmt.Errorf("build of %s failed", strings.Join(quoted, ", "))
 	}
 	if err := c.stopWork(); err != nil {
 		return err
@@ -258,29 +275,5 @@ func opBuildDerivation(ctx context.Context, c *conn) error {
 	if c.minor >= 28 {
 		return c.enc.WriteRealisations(res.BuiltOutputs)
 	}
-	return nil
-}
-
-// opEnsurePath makes sure a path is valid: it is, or it would have to be
-// substituted, which silo's daemon cannot do yet.
-func opEnsurePath(ctx context.Context, c *conn) error {
-	p, err := c.readPath()
-	if err != nil {
-		return err
-	}
-	if err := c.startWork(); err != nil {
-		return err
-	}
-	ok, err := c.store.IsValid(ctx, p)
-	if err != nil {
-		return err
-	}
-	if !ok {
-		return fmt.Errorf("path '%s' does not exist and cannot be created", p)
-	}
-	if err := c.stopWork(); err != nil {
-		return err
-	}
-	c.enc.Uint64(1)
 	return nil
 }

@@ -3,7 +3,6 @@ package daemon
 import (
 	"context"
 	"errors"
-	"fmt"
 
 	"github.com/silo-cache/silo/internal/nixdb"
 	"github.com/silo-cache/silo/internal/nixstore"
@@ -60,13 +59,19 @@ func opQueryValidPaths(ctx context.Context, c *conn) error {
 	if err != nil {
 		return err
 	}
+	substitute := false
 	if c.minor >= 27 {
-		if _, err := c.dec.Uint32(); err != nil { // substitute: see querySubstitutable
+		v, err := c.dec.Uint32()
+		if err != nil {
 			return err
 		}
+		substitute = v != 0
 	}
 	if err := c.startWork(); err != nil {
 		return err
+	}
+	if substitute {
+		c.substitutePaths(ctx, paths) // op_subst.go
 	}
 	valid, err := c.store.QueryValidPaths(ctx, paths)
 	if err != nil {
@@ -286,95 +291,4 @@ func wireRealisation(r *nixdb.Realisation) worker.Realisation {
 		w.DependentRealisations[id.String()] = p.Base()
 	}
 	return w
-}
-
-// The substitution queries answer from the substituters this daemon can
-// use. Substitution from binary caches comes with the builder (issue 11);
-// until then nothing is substitutable, which is also Nix's answer with
-// `substituters =` or `--option substitute false`.
-
-func opHasSubstitutes(ctx context.Context, c *conn) error {
-	if _, err := c.readPath(); err != nil {
-		return err
-	}
-	if err := c.startWork(); err != nil {
-		return err
-	}
-	c.noteNoSubstitution()
-	if err := c.stopWork(); err != nil {
-		return err
-	}
-	c.enc.Bool(false)
-	return nil
-}
-
-func opQuerySubstitutablePaths(ctx context.Context, c *conn) error {
-	if _, err := c.readPaths(); err != nil {
-		return err
-	}
-	if err := c.startWork(); err != nil {
-		return err
-	}
-	c.noteNoSubstitution()
-	if err := c.stopWork(); err != nil {
-		return err
-	}
-	c.writePaths(nil)
-	return nil
-}
-
-func opQuerySubstitutablePathInfo(ctx context.Context, c *conn) error {
-	if _, err := c.readPath(); err != nil {
-		return err
-	}
-	if err := c.startWork(); err != nil {
-		return err
-	}
-	c.noteNoSubstitution()
-	if err := c.stopWork(); err != nil {
-		return err
-	}
-	c.enc.Uint64(0)
-	return nil
-}
-
-func opQuerySubstitutablePathInfos(ctx context.Context, c *conn) error {
-	if c.minor < 22 {
-		if _, err := c.readPaths(); err != nil {
-			return err
-		}
-	} else {
-		n, err := c.dec.Uint64()
-		if err != nil {
-			return err
-		}
-		if n > maxList {
-			return fmt.Errorf("%w: %d paths", worker.ErrProtocol, n)
-		}
-		for range n {
-			if _, err := c.readPath(); err != nil {
-				return err
-			}
-			if _, err := c.dec.String(); err != nil { // content address
-				return err
-			}
-		}
-	}
-	if err := c.startWork(); err != nil {
-		return err
-	}
-	c.noteNoSubstitution()
-	if err := c.stopWork(); err != nil {
-		return err
-	}
-	c.enc.Uint64(0)
-	return nil
-}
-
-// noteNoSubstitution tells the client, at debug level, why nothing is
-// substitutable.
-func (c *conn) noteNoSubstitution() {
-	if c.settings.Bool("substitute") && len(c.settings.List("substituters")) > 0 {
-		c.debug("silo daemon does not substitute yet; not asking the configured substituters")
-	}
 }

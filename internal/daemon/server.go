@@ -38,6 +38,7 @@ import (
 
 	"github.com/silo-cache/silo/internal/nixconf"
 	"github.com/silo-cache/silo/internal/nixgc"
+	"github.com/silo-cache/silo/internal/substitute"
 )
 
 // Options configure a Server.
@@ -65,6 +66,9 @@ type Server struct {
 	openMu   sync.Mutex    // serialises opening the store (see conn.openStore)
 	autoGC   *nixgc.AutoGC // nil without min-free
 	conns    sync.WaitGroup
+	// substPool is shared by the connections' substitutions: HTTP
+	// connections, the narinfo cache, downloads in flight.
+	substPool *substitute.Pool
 }
 
 // New returns a Server.
@@ -75,7 +79,7 @@ func New(o Options) *Server {
 	if o.Store == nil {
 		o.Store = LocalStoreURI(o.Config.Dirs)
 	}
-	s := &Server{opts: o}
+	s := &Server{opts: o, substPool: substitute.NewPool(substitute.PoolOptions{})}
 	// Nix's activity ids are (pid << 32) + counter; clients only need them
 	// unique and distinct from their own.
 	s.activity.Store(uint64(os.Getpid()) << 32)

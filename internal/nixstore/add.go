@@ -76,6 +76,10 @@ type AddOptions struct {
 	CheckSigs bool
 	// Optimise hard-links the new files into .links (auto-optimise-store).
 	Optimise bool
+	// TrustedKeys, if not nil, replace the store's TrustedKeys for
+	// CheckSigs: Nix computes the keys on first use, after a trusted
+	// client's SetOptions may have changed trusted-public-keys.
+	TrustedKeys *signature.KeySet
 }
 
 // AddToStoreNar adds info.Path with the contents of a NAR, as Nix's
@@ -94,7 +98,11 @@ func (s *Store) AddToStoreNar(ctx context.Context, info *PathInfo, src io.Reader
 		return err
 	}
 	if o.CheckSigs && s.opts.RequireSigs {
-		if err := s.checkSigs(info); err != nil {
+		keys := s.opts.TrustedKeys
+		if o.TrustedKeys != nil {
+			keys = o.TrustedKeys
+		}
+		if err := checkSigs(info, keys); err != nil {
 			return err
 		}
 	}
@@ -279,8 +287,8 @@ func (s *Store) checkInfo(in *PathInfo) (*PathInfo, *narinfo.CA, error) {
 }
 
 // checkSigs refuses a path that is neither content-addressed nor signed
-// by a trusted key.
-func (s *Store) checkSigs(info *PathInfo) error {
+// by one of keys.
+func checkSigs(info *PathInfo, keys *signature.KeySet) error {
 	if info.ContentAddressed() {
 		return nil
 	}
@@ -293,7 +301,7 @@ func (s *Store) checkSigs(info *PathInfo) error {
 			sigs = append(sigs, sig)
 		}
 	}
-	if !s.opts.TrustedKeys.Verify(info.Fingerprint(), sigs) {
+	if !keys.Verify(info.Fingerprint(), sigs) {
 		return fmt.Errorf("cannot add path '%s' because it lacks a valid signature", info.Path)
 	}
 	return nil

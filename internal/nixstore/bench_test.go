@@ -82,3 +82,18 @@ func bytesBuffered(r io.Reader) io.Reader {
 	b.ReadFrom(r)
 	return &b
 }
+
+// BenchmarkOpen opens and closes a store: what every daemon connection
+// costs before its first op (layout checks, big lock, database, statements).
+func BenchmarkOpen(b *testing.B) {
+	ts := storetest.New(b, false)
+	ctx := context.Background()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		s, err := nixstore.Open(ctx, ts.Opts)
+		if err != nil {
+			b.Fatal(err)
+		}
+		s.Close()
+	}
+}

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Regenerates the golden compressed NARs with the real tools (Debian's xz,
-# zstd, bzip2, gzip, lz4) and the real Nix's nix-store --dump.
+# zstd, bzip2, gzip, lz4, brotli) and the real Nix's nix-store --dump.
 set -euo pipefail
 cd "$(dirname "$0")"
 tmp=$(mktemp -d)
@@ -16,3 +16,4 @@ zstd -q -3 -c small.nar > small.nar.zst
 bzip2 -9 -c small.nar > small.nar.bz2
 gzip -9 -n -c small.nar > small.nar.gz
 lz4 -q -c small.nar > small.nar.lz4
+brotli -q 11 -c small.nar > small.nar.br
